@@ -1,0 +1,89 @@
+//! `#[with_after]` applied to a handler: checks, the rewrite, and the injected
+//! extractor.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::quote;
+use syn::visit_mut::VisitMut;
+use syn::{FnArg, Ident, ItemFn};
+
+use crate::args::Args;
+use crate::visit::{Rewriter, context_ident};
+
+/// Expands `#[with_after(args)] item`. On error the item is still emitted, rewritten
+/// as far as possible, so one mistake gives one error and IDEs keep working.
+pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors: Option<syn::Error> = None;
+    let mut push = |e: syn::Error| match &mut errors {
+        Some(all) => all.combine(e),
+        None => errors = Some(e),
+    };
+
+    let args = Args::parse(args).unwrap_or_else(|e| {
+        push(e);
+        Args::parse(TokenStream::new()).expect("empty arguments parse")
+    });
+
+    let mut func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(func) => func,
+        Err(e) => {
+            let error = if is_fn(&item) {
+                // A syntax error inside a fn: rustc reports it at its place.
+                e
+            } else {
+                syn::Error::new(
+                    first_span(&item),
+                    "`#[with_after]` can only be applied to an `async fn` handler",
+                )
+            };
+            let error = error.into_compile_error();
+            return quote!(#item #error);
+        }
+    };
+
+    if func.sig.asyncness.is_none() {
+        push(syn::Error::new_spanned(
+            func.sig.fn_token,
+            "`#[with_after]` requires an `async fn`; add `async` before `fn`",
+        ));
+    }
+
+    let mut rewriter = Rewriter::new(&args.krate);
+    rewriter.visit_block_mut(&mut func.block);
+
+    let krate = &args.krate;
+    let captures_request = rewriter.captures_request;
+    let request = Ident::new("__after_request", Span::mixed_site());
+    let after = context_ident();
+    let param: FnArg = syn::parse_quote! {
+        #request: #krate::__private::Request<#captures_request>
+    };
+    func.sig.inputs.insert(0, param);
+    let block = &func.block;
+    func.block = syn::parse_quote!({
+        let #after = #krate::__private::Request::context(&#request);
+        #block
+    });
+
+    let errors = errors.map(syn::Error::into_compile_error);
+    quote!(#func #errors)
+}
+
+fn is_fn(item: &TokenStream) -> bool {
+    item.clone()
+        .into_iter()
+        .any(|t| matches!(t, TokenTree::Ident(i) if i == "fn"))
+}
+
+/// The span of the item's first token after its attributes, where "this is not a fn"
+/// belongs.
+fn first_span(item: &TokenStream) -> Span {
+    let mut tokens = item.clone().into_iter().peekable();
+    while let Some(TokenTree::Punct(p)) = tokens.peek() {
+        if p.as_char() != '#' {
+            break;
+        }
+        tokens.next();
+        tokens.next(); // the `[...]` group
+    }
+    tokens.next().map_or_else(Span::call_site, |t| t.span())
+}

@@ -1,0 +1,146 @@
+//! Configuring an [`AfterRuntime`].
+
+use std::time::Duration;
+
+use crate::runtime::{AfterRuntime, Config};
+
+/// What happens to a registration when `max_pending` tasks are already waiting.
+///
+/// ```
+/// use after_runtime::{AfterRuntime, OverloadPolicy};
+///
+/// let runtime = AfterRuntime::builder().overload_policy(OverloadPolicy::Reject).build();
+/// # let _ = runtime;
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OverloadPolicy {
+    /// Refuse the new task: it is counted in `rejected`, logged at error level, and
+    /// `after()` returns [`AfterErrorKind::Overloaded`](crate::AfterErrorKind::Overloaded).
+    ///
+    /// The default, because it is the only choice that neither waits (registration
+    /// must never delay a response) nor grows memory without bound, and it tells the
+    /// caller at once.
+    #[default]
+    Reject,
+}
+
+/// Builds an [`AfterRuntime`]; from [`AfterRuntime::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use after_runtime::AfterRuntime;
+///
+/// let runtime = AfterRuntime::builder()
+///     .max_concurrency(64)
+///     .max_pending(5_000)
+///     .task_timeout(Duration::from_secs(10))
+///     .build();
+/// # let _ = runtime;
+/// ```
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct Builder {
+    config: Config,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            config: Config {
+                max_concurrency: Builder::DEFAULT_MAX_CONCURRENCY,
+                max_pending: Builder::DEFAULT_MAX_PENDING,
+                task_timeout: Some(Builder::DEFAULT_TASK_TIMEOUT),
+                overload: OverloadPolicy::Reject,
+            },
+        }
+    }
+}
+
+impl Builder {
+    /// 256 tasks at once: after work is mostly I/O (a database row, an HTTP call), so
+    /// many can overlap, but not so many that they exhaust a connection pool sized for
+    /// the handlers.
+    pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
+    /// 10,000 waiting tasks: a burst of several seconds at typical rates fits, while a
+    /// few hundred bytes each keeps the worst case to a few megabytes.
+    pub const DEFAULT_MAX_PENDING: usize = 10_000;
+    /// 60 seconds: long enough for a slow webhook, short enough that a hung task does
+    /// not hold a concurrency slot (and a shutdown) forever.
+    pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// The most tasks running at once; further released tasks wait, in order, for a
+    /// slot. Values below 1 are treated as 1.
+    ///
+    /// ```
+    /// # use after_runtime::AfterRuntime;
+    /// let runtime = AfterRuntime::builder().max_concurrency(8).build();
+    /// # let _ = runtime;
+    /// ```
+    pub fn max_concurrency(mut self, max: usize) -> Self {
+        self.config.max_concurrency = max.max(1);
+        self
+    }
+
+    /// The most tasks waiting at once, both for their response to finish and for a
+    /// slot. A registration past it goes to the [`OverloadPolicy`].
+    ///
+    /// ```
+    /// # use after_runtime::AfterRuntime;
+    /// let runtime = AfterRuntime::builder().max_pending(100).build();
+    /// # let _ = runtime;
+    /// ```
+    pub fn max_pending(mut self, max: usize) -> Self {
+        self.config.max_pending = max;
+        self
+    }
+
+    /// How long one task may run before it is cancelled and counted as timed out.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use after_runtime::AfterRuntime;
+    /// let runtime = AfterRuntime::builder().task_timeout(Duration::from_secs(5)).build();
+    /// # let _ = runtime;
+    /// ```
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.config.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Lets tasks run as long as they like; only a shutdown deadline stops them.
+    ///
+    /// ```
+    /// # use after_runtime::AfterRuntime;
+    /// let runtime = AfterRuntime::builder().no_task_timeout().build();
+    /// # let _ = runtime;
+    /// ```
+    pub fn no_task_timeout(mut self) -> Self {
+        self.config.task_timeout = None;
+        self
+    }
+
+    /// What to do with a registration past `max_pending`.
+    ///
+    /// ```
+    /// # use after_runtime::{AfterRuntime, OverloadPolicy};
+    /// let runtime = AfterRuntime::builder().overload_policy(OverloadPolicy::Reject).build();
+    /// # let _ = runtime;
+    /// ```
+    pub fn overload_policy(mut self, policy: OverloadPolicy) -> Self {
+        self.config.overload = policy;
+        self
+    }
+
+    /// Builds the runtime. It needs no tokio runtime to be built; tasks are spawned
+    /// on the tokio runtime current where they are released.
+    ///
+    /// ```
+    /// # use after_runtime::AfterRuntime;
+    /// let runtime = AfterRuntime::builder().build();
+    /// assert_eq!(runtime.stats().registered, 0);
+    /// ```
+    pub fn build(self) -> AfterRuntime {
+        AfterRuntime::from_config(self.config)
+    }
+}

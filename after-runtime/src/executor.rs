@@ -1,0 +1,141 @@
+//! Running one task: its span, panic isolation, timeout, cancellation, and the log
+//! line for every way it can end.
+
+use std::panic::AssertUnwindSafe;
+
+use crate::task::Location;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use crate::error::AfterError;
+use crate::runtime::AfterRuntime;
+use crate::scope::{RUNNING, RequestScope};
+use crate::task::Job;
+
+/// How a running task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    Succeeded,
+    Failed,
+    Panicked,
+    TimedOut,
+    Cancelled,
+}
+
+/// Counts the task as cancelled if it is dropped before it ends, as when the tokio
+/// runtime itself shuts down, so no task goes uncounted.
+struct Counted {
+    runtime: AfterRuntime,
+    location: Location,
+    end: Option<End>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.runtime
+            .finish(self.end.unwrap_or(End::Cancelled), self.location);
+    }
+}
+
+pub(crate) async fn run(runtime: AfterRuntime, scope: Arc<RequestScope>, job: Job) {
+    let Job { future, location } = job;
+    let mut counted = Counted {
+        runtime: runtime.clone(),
+        location,
+        end: None,
+    };
+    let span = tracing::info_span!(
+        parent: None,
+        "after_task",
+        method = %scope.method,
+        path = scope.uri.path(),
+        location = %location,
+    );
+    span.follows_from(&scope.span);
+
+    let task = RUNNING
+        .scope(scope.clone(), AssertUnwindSafe(future).catch_unwind())
+        .instrument(span.clone());
+    let timed = async {
+        match runtime.task_timeout() {
+            Some(limit) => tokio::time::timeout(limit, task).await.ok(),
+            None => Some(task.await),
+        }
+    };
+    let end = tokio::select! {
+        biased;
+        () = runtime.cancelled().cancelled() => {
+            log_cancelled(&scope, location, "it was still running at the shutdown deadline");
+            End::Cancelled
+        }
+        result = timed => match result {
+            Some(Ok(None)) => End::Succeeded,
+            Some(Ok(Some(error))) => {
+                tracing::error!(
+                    parent: &span,
+                    method = %scope.method,
+                    path = scope.uri.path(),
+                    location = %location,
+                    %error,
+                    "after task failed",
+                );
+                End::Failed
+            }
+            Some(Err(panic)) => {
+                let message = panic_message(&*panic);
+                tracing::error!(
+                    parent: &span,
+                    method = %scope.method,
+                    path = scope.uri.path(),
+                    location = %location,
+                    panic = message,
+                    "after task panicked",
+                );
+                End::Panicked
+            }
+            None => {
+                tracing::error!(
+                    parent: &span,
+                    method = %scope.method,
+                    path = scope.uri.path(),
+                    location = %location,
+                    timeout = ?runtime.task_timeout().unwrap_or_default(),
+                    "after task timed out",
+                );
+                End::TimedOut
+            }
+        },
+    };
+    counted.end = Some(end);
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("<non-string panic payload>")
+}
+
+pub(crate) fn log_cancelled(scope: &RequestScope, location: Location, why: &str) {
+    tracing::error!(
+        parent: &scope.span,
+        method = %scope.method,
+        path = scope.uri.path(),
+        location = %location,
+        "after task cancelled: {why}",
+    );
+}
+
+pub(crate) fn log_rejected(scope: &RequestScope, location: Location, error: &AfterError) {
+    tracing::error!(
+        parent: &scope.span,
+        method = %scope.method,
+        path = scope.uri.path(),
+        location = %location,
+        %error,
+        "after task rejected",
+    );
+}

@@ -1,0 +1,82 @@
+//! The response body wrapper whose end, or drop, starts the request's tasks.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::outcome::Delivery;
+use crate::scope::Release;
+
+pin_project! {
+    /// The response body of [`After`](super::After): the inner body unchanged, plus a
+    /// drop guard that starts the request's tasks when the body ends (delivered) or
+    /// is dropped before its end (aborted).
+    ///
+    /// It is a guard rather than an end-of-stream check because hyper drops bodies
+    /// it knows are done (empty, `HEAD`, `204`, known length) without polling them to
+    /// the end. Holds nothing when the request registered nothing.
+    pub struct AfterBody<B> {
+        #[pin]
+        inner: B,
+        release: Option<Release>,
+    }
+}
+
+impl<B: Body> AfterBody<B> {
+    pub(crate) fn new(inner: B, release: Option<Release>, is_head: bool) -> Self {
+        let mut release = release;
+        if let Some(release) = &mut release {
+            // Nothing left to send: the response is whole once the head is out, which
+            // is when hyper drops the body.
+            if is_head || inner.is_end_stream() {
+                release.outcome.delivery = Delivery::Delivered;
+            }
+        }
+        AfterBody { inner, release }
+    }
+}
+
+impl<B> std::fmt::Debug for AfterBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfterBody")
+            .field("release", &self.release)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for AfterBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let finished = match &frame {
+            None => Some(Delivery::Delivered),
+            Some(Err(_)) => Some(Delivery::Aborted),
+            Some(Ok(_)) if this.inner.is_end_stream() => Some(Delivery::Delivered),
+            Some(Ok(_)) => None,
+        };
+        if let Some(delivery) = finished
+            && let Some(mut release) = this.release.take()
+        {
+            release.outcome.delivery = delivery;
+            // Dropping it starts the tasks now, not when the server drops the body.
+            drop(release);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

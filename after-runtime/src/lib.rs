@@ -1,0 +1,142 @@
+//! Run work after an axum response has been sent, like Next.js's `after()`, with what
+//! a long-running server needs: tasks drain on graceful shutdown, concurrency and
+//! memory are bounded, errors and panics are isolated and logged, and every task is
+//! counted so none is silently lost.
+//!
+//! ```
+//! use after_runtime::{after, with_after, AfterLayer, AfterRuntime};
+//! use axum::{extract::Path, http::header::USER_AGENT, routing::post, Router};
+//!
+//! #[with_after]
+//! async fn create_order(Path(id): Path<u64>) -> String {
+//!     after! {
+//!         // Runs once the response is out; sees the request's headers and cookies.
+//!         let agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+//!         let session = cookies.get("session-id").map(|c| c.value().to_owned());
+//!         tracing::info!(id, agent, ?session, "order.created");
+//!     }
+//!     format!("order {id}")
+//! }
+//!
+//! let runtime = AfterRuntime::builder().max_concurrency(256).build();
+//! let app: Router = Router::new()
+//!     .route("/orders/{id}", post(create_order))
+//!     .layer(AfterLayer::new(runtime.clone()));
+//! // axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+//! // let report = runtime.shutdown(Duration::from_secs(30)).await;
+//! # let _ = app;
+//! ```
+//!
+//! # The model
+//!
+//! - **Register, never wait.** `after! { ... }` and [`after()`](fn@after) only enqueue;
+//!   they never await and never block the handler.
+//! - **When tasks start.** Under [`AfterLayer`], when the response is finished: its
+//!   body reached its end, or the server dropped it (empty bodies, `HEAD`, `204`).
+//!   Without the layer, when the handler's future completes or is dropped. Never
+//!   before.
+//! - **Always runs.** Tasks registered before the handler returns an error, a
+//!   redirect or a 404, panics, or is cancelled because the client went away, still
+//!   run, as in Next.js. [`outcome()`] tells a task which of these happened.
+//! - **Order and concurrency.** A request's tasks are handed to the executor in
+//!   registration order and run concurrently; put work that must be sequential in one
+//!   block.
+//! - **Isolation.** A task that returns `Err`, panics or overruns its timeout is
+//!   caught, counted and logged through `tracing` at error level with the request's
+//!   method, path and the `file:line` of its block. It never affects the response,
+//!   other tasks or the server.
+//! - **Nothing lost.** Every registered task ends exactly once: succeeded, failed,
+//!   panicked, timed out, rejected or cancelled; [`AfterRuntime::stats`] counts each.
+//! - **Shutdown.** [`AfterRuntime::shutdown`] waits for pending and running tasks
+//!   (including ones registered while it waits), then cancels what remains at the
+//!   deadline and reports where each was registered.
+//! - **Bounded.** `max_concurrency` tasks run at once and `max_pending` wait; past
+//!   that the [`OverloadPolicy`] applies.
+//!
+//! In-memory tasks do not survive a crash or a `kill -9`. Work that must happen
+//! belongs in a durable queue (a table your handler writes in its transaction, or a
+//! job queue backed by PostgreSQL or Redis).
+//!
+//! # Where `after()` works
+//!
+//! [`after()`](fn@after) finds its request through a task-local that [`AfterLayer`]
+//! sets around the inner service's future, so it works in the handler, in helpers the
+//! handler awaits, and in middleware inside the layer; and, inside a running after
+//! task, it registers a nested task that starts at once. Work spawned with
+//! `tokio::spawn` is another task and sees no request: there `after()` returns
+//! [`AfterErrorKind::NoScope`].
+
+mod builder;
+mod context;
+mod error;
+mod executor;
+pub mod layer;
+mod macros;
+mod outcome;
+mod runtime;
+mod scope;
+mod stats;
+mod task;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use builder::{Builder, OverloadPolicy};
+pub use context::{Cookies, Headers};
+pub use cookie::Cookie;
+pub use error::{AfterError, AfterErrorKind};
+pub use layer::AfterLayer;
+pub use outcome::{Delivery, Outcome, outcome};
+pub use runtime::AfterRuntime;
+pub use scope::after;
+pub use stats::{ShutdownReport, Stats};
+pub use task::{Location, TaskOutput};
+
+/// Lets an async axum handler register work with `after! { ... }` that runs after its
+/// response has been sent.
+///
+/// Each `after!` block in the handler's body becomes a task. Its captured variables
+/// are moved into it, as with `async move`; inside it `headers` (a [`Headers`],
+/// deref to `http::HeaderMap`) and `cookies` (a [`Cookies`]) are the request's,
+/// captured when it arrived, and bound only when the block mentions them. The block
+/// may end in `()` or `Result<(), E>` with `E: Display`; an `Err` is logged and
+/// counted. A block registers a task each time control reaches it: once per loop
+/// iteration, only in the `if` branch taken.
+///
+/// The attribute adds one hidden first extractor (axum runs body extractors last, so
+/// `Json` and friends still work). Without [`AfterLayer`] the handler's tasks run on
+/// [`AfterRuntime::global`] when its future completes.
+///
+/// ```
+/// use after_runtime::{after, with_after};
+/// use axum::{extract::{Json, State}, http::StatusCode};
+///
+/// #[derive(Clone)]
+/// struct Db;
+/// impl Db {
+///     async fn insert(&self, _item: &str) -> Result<u64, StatusCode> { Ok(7) }
+///     async fn audit(&self, _id: u64, _agent: &str) -> Result<(), std::io::Error> { Ok(()) }
+/// }
+///
+/// #[with_after]
+/// async fn create(State(db): State<Db>, Json(item): Json<String>) -> Result<String, StatusCode> {
+///     let id = db.insert(&item).await?;
+///     after! {
+///         let agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+///         db.audit(id, agent).await
+///     }
+///     Ok(format!("created {id}"))
+/// }
+/// # let _ = axum::Router::new().route("/", axum::routing::post(create)).with_state(Db);
+/// ```
+///
+/// Misuse is a compile error at your code:
+///
+/// ```compile_fail
+/// use after_runtime::with_after;
+///
+/// #[with_after]
+/// fn not_async() {} // error: `#[with_after]` requires an `async fn`
+/// ```
+pub use after_macros::with_after;

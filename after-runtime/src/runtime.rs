@@ -1,0 +1,333 @@
+//! The runtime handle: admission, the bounded executor queue, counts, and shutdown.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use crate::builder::{Builder, OverloadPolicy};
+use crate::error::{AfterError, AfterErrorKind};
+use crate::executor::{self, End};
+use crate::scope::RequestScope;
+use crate::stats::{ShutdownReport, Stats};
+use crate::task::Location;
+use crate::task::Job;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_concurrency: usize,
+    pub(crate) max_pending: usize,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) overload: OverloadPolicy,
+}
+
+/// Runs after tasks: bounds them, isolates their failures, counts them, and drains
+/// them on shutdown.
+///
+/// A cheap-to-clone handle (one `Arc`); clones share the same tasks and counts. Give
+/// one to [`AfterLayer`](crate::AfterLayer), keep one to call [`shutdown`](Self::shutdown)
+/// once the server has stopped.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use after_runtime::{AfterLayer, AfterRuntime};
+/// use axum::{routing::get, Router};
+///
+/// # #[tokio::main] async fn main() -> std::io::Result<()> {
+/// let runtime = AfterRuntime::builder().max_concurrency(64).build();
+/// let app = Router::new()
+///     .route("/", get(|| async { "hi" }))
+///     .layer(AfterLayer::new(runtime.clone()));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(async { tokio::signal::ctrl_c().await.ok(); })
+///     .await?;
+/// // The server has stopped taking requests; let what they registered finish.
+/// let report = runtime.shutdown(Duration::from_secs(30)).await;
+/// println!("{report}");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AfterRuntime {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    config: Config,
+    state: Mutex<State>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    /// Signalled when the last running task ends.
+    idle: Notify,
+}
+
+struct State {
+    stats: Stats,
+    /// Released tasks waiting for a concurrency slot, oldest first.
+    queue: VecDeque<(Arc<RequestScope>, Job)>,
+    phase: Phase,
+    cancelled_at: Vec<Location>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining,
+    Closed,
+}
+
+impl fmt::Debug for AfterRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AfterRuntime")
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Default for AfterRuntime {
+    fn default() -> Self {
+        Builder::default().build()
+    }
+}
+
+impl AfterRuntime {
+    /// Starts configuring a runtime; every setting has a documented default.
+    ///
+    /// ```
+    /// # use after_runtime::AfterRuntime;
+    /// let runtime = AfterRuntime::builder().max_pending(1_000).build();
+    /// # let _ = runtime;
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The process-wide runtime with default settings, used by `#[with_after]`
+    /// handlers served without [`AfterLayer`](crate::AfterLayer). Shut it down like any
+    /// other to drain it.
+    ///
+    /// ```
+    /// # use after_runtime::AfterRuntime;
+    /// let stats = AfterRuntime::global().stats();
+    /// # let _ = stats;
+    /// ```
+    pub fn global() -> AfterRuntime {
+        static GLOBAL: OnceLock<AfterRuntime> = OnceLock::new();
+        GLOBAL.get_or_init(AfterRuntime::default).clone()
+    }
+
+    pub(crate) fn from_config(config: Config) -> Self {
+        AfterRuntime {
+            shared: Arc::new(Shared {
+                config,
+                state: Mutex::new(State {
+                    stats: Stats::default(),
+                    queue: VecDeque::new(),
+                    phase: Phase::Running,
+                    cancelled_at: Vec::new(),
+                }),
+                tracker: TaskTracker::new(),
+                cancel: CancellationToken::new(),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    /// A consistent snapshot of the counts: the terminal counts plus `pending` and
+    /// `running` add up to `registered`.
+    ///
+    /// ```
+    /// # use after_runtime::AfterRuntime;
+    /// let stats = AfterRuntime::builder().build().stats();
+    /// assert_eq!(stats.settled() + stats.pending + stats.running, stats.registered);
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.shared.state().stats
+    }
+
+    /// Stops taking new tasks once every pending and running one has ended, waiting at
+    /// most `grace`; then cancels what remains and reports it.
+    ///
+    /// Tasks registered while draining (nested in running tasks, or by requests the
+    /// server is still finishing) are accepted and waited for. At the deadline,
+    /// waiting tasks are dropped unrun and running ones are cancelled at their next
+    /// `.await`; each is counted in `cancelled` and its `file:line` listed in the
+    /// report. Afterwards every registration is rejected with
+    /// [`AfterErrorKind::ShutDown`]. Calling it again returns the final report at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use after_runtime::AfterRuntime;
+    /// # #[tokio::main] async fn main() {
+    /// let runtime = AfterRuntime::builder().build();
+    /// let report = runtime.shutdown(Duration::from_secs(30)).await;
+    /// assert_eq!(report.stats.registered, 0);
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let shared = &self.shared;
+        {
+            let mut state = shared.state();
+            if state.phase == Phase::Running {
+                state.phase = Phase::Draining;
+            }
+        }
+        shared.tracker.close();
+        let drained = tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_ok();
+
+        let dropped: Vec<_> = {
+            let mut state = shared.state();
+            state.phase = Phase::Closed;
+            let dropped: Vec<_> = state.queue.drain(..).collect();
+            let n = dropped.len() as u64;
+            state.stats.pending -= n;
+            state.stats.cancelled += n;
+            state
+                .cancelled_at
+                .extend(dropped.iter().map(|(_, job)| job.location));
+            dropped
+        };
+        for (scope, job) in &dropped {
+            executor::log_cancelled(scope, job.location, "it was still waiting at the shutdown deadline");
+        }
+
+        if !drained {
+            shared.cancel.cancel();
+            loop {
+                let idle = shared.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if shared.state().stats.running == 0 {
+                    break;
+                }
+                idle.await;
+            }
+        }
+
+        let state = shared.state();
+        ShutdownReport {
+            stats: state.stats,
+            cancelled: state.cancelled_at.clone(),
+        }
+    }
+
+    /// Keeps a draining runtime waiting while a request's tasks wait for its response.
+    pub(crate) fn token(&self) -> TaskTrackerToken {
+        self.shared.tracker.token()
+    }
+
+    /// Counts a registration, and refuses it when shut down or overloaded.
+    pub(crate) fn admit(
+        &self,
+        scope: &RequestScope,
+        location: Location,
+    ) -> Result<(), AfterError> {
+        let mut state = self.shared.state();
+        state.stats.registered += 1;
+        let refused = if state.phase == Phase::Closed {
+            AfterErrorKind::ShutDown
+        } else if state.stats.pending >= self.shared.config.max_pending as u64 {
+            match self.shared.config.overload {
+                OverloadPolicy::Reject => AfterErrorKind::Overloaded,
+            }
+        } else {
+            state.stats.pending += 1;
+            return Ok(());
+        };
+        state.stats.rejected += 1;
+        drop(state);
+        let error = AfterError::new(refused);
+        executor::log_rejected(scope, location, &error);
+        Err(error)
+    }
+
+    /// Hands a released task to the executor: it starts now if a slot is free, else
+    /// waits in order for one.
+    pub(crate) fn dispatch(&self, scope: Arc<RequestScope>, job: Job) {
+        let mut state = self.shared.state();
+        if state.phase == Phase::Closed {
+            state.stats.pending -= 1;
+            state.stats.cancelled += 1;
+            drop(state);
+            executor::log_cancelled(&scope, job.location, "its response finished after shutdown");
+            return;
+        }
+        if state.stats.running < self.shared.config.max_concurrency as u64 {
+            state.stats.pending -= 1;
+            state.stats.running += 1;
+            drop(state);
+            self.spawn(scope, job);
+        } else {
+            state.queue.push_back((scope, job));
+        }
+    }
+
+    fn spawn(&self, scope: Arc<RequestScope>, job: Job) {
+        let location = job.location;
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let task = executor::run(self.clone(), scope, job);
+                self.shared.tracker.spawn_on(task, &handle);
+            }
+            Err(_) => {
+                executor::log_cancelled(&scope, location, "no tokio runtime was running to start it");
+                self.finish(End::Cancelled, location);
+            }
+        }
+    }
+
+    /// A running task ended: counts it and starts the next waiting one.
+    pub(crate) fn finish(&self, end: End, location: Location) {
+        let mut state = self.shared.state();
+        let stats = &mut state.stats;
+        stats.running -= 1;
+        match end {
+            End::Succeeded => stats.succeeded += 1,
+            End::Failed => stats.failed += 1,
+            End::Panicked => stats.panicked += 1,
+            End::TimedOut => stats.timed_out += 1,
+            End::Cancelled => {
+                stats.cancelled += 1;
+                state.cancelled_at.push(location);
+            }
+        }
+        let next = state.queue.pop_front();
+        if next.is_some() {
+            state.stats.pending -= 1;
+            state.stats.running += 1;
+        }
+        let idle = state.stats.running == 0;
+        drop(state);
+        if let Some((scope, job)) = next {
+            self.spawn(scope, job);
+        }
+        if idle {
+            self.shared.idle.notify_waiters();
+        }
+    }
+
+    pub(crate) fn task_timeout(&self) -> Option<Duration> {
+        self.shared.config.task_timeout
+    }
+
+    pub(crate) fn cancelled(&self) -> &CancellationToken {
+        &self.shared.cancel
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock; recover rather than cascade if one did.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,317 @@
+//! The request scope: where a request's tasks wait until its response is finished,
+//! and the task-locals that let `after()` find it.
+
+use std::cell::OnceCell;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
+
+use cookie::{Cookie, CookieJar};
+use http::{HeaderMap, Method, StatusCode, Uri, header::COOKIE};
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use crate::error::{AfterError, AfterErrorKind};
+use crate::outcome::{Delivery, Outcome};
+use crate::runtime::AfterRuntime;
+use crate::task::Location;
+use crate::task::{Job, TaskOutput};
+
+tokio::task_local! {
+    /// Set by `AfterLayer` around the inner service's future.
+    pub(crate) static REQUEST: Slot;
+    /// Set by the executor around a running task.
+    pub(crate) static RUNNING: Arc<RequestScope>;
+}
+
+/// One request's tasks, and what they may read of it.
+pub(crate) struct RequestScope {
+    pub(crate) runtime: AfterRuntime,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    /// The span current when the request entered; task spans follow from it.
+    pub(crate) span: tracing::Span,
+    headers: OnceLock<Arc<HeaderMap>>,
+    cookies: OnceLock<CookieJar>,
+    state: Mutex<State>,
+}
+
+enum State {
+    /// The response is not finished: tasks wait here, and the token keeps a draining
+    /// runtime waiting for them.
+    Open {
+        jobs: Vec<Job>,
+        token: Option<TaskTrackerToken>,
+    },
+    /// The response is finished; new tasks go straight to the executor.
+    Released(Outcome),
+}
+
+impl std::fmt::Debug for RequestScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestScope")
+            .field("method", &self.method)
+            .field("path", &self.uri.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestScope {
+    pub(crate) fn new(runtime: AfterRuntime, method: Method, uri: Uri, span: tracing::Span) -> Self {
+        RequestScope {
+            runtime,
+            method,
+            uri,
+            span,
+            headers: OnceLock::new(),
+            cookies: OnceLock::new(),
+            state: Mutex::new(State::Open {
+                jobs: Vec::new(),
+                token: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits `job` (or counts its rejection) and queues it until the response is
+    /// finished, or hands it to the executor if it already is. Never waits.
+    pub(crate) fn register(self: &Arc<Self>, job: Job) -> Result<(), AfterError> {
+        self.runtime.admit(self, job.location)?;
+        let mut state = self.state();
+        match &mut *state {
+            State::Open { jobs, token } => {
+                if token.is_none() {
+                    *token = Some(self.runtime.token());
+                }
+                jobs.push(job);
+            }
+            State::Released(_) => {
+                drop(state);
+                self.runtime.dispatch(self.clone(), job);
+            }
+        }
+        Ok(())
+    }
+
+    /// The response is finished: hands every waiting task to the executor, in
+    /// registration order. Later calls do nothing.
+    pub(crate) fn release(self: &Arc<Self>, outcome: Outcome) {
+        let (jobs, token) = {
+            let mut state = self.state();
+            match std::mem::replace(&mut *state, State::Released(outcome)) {
+                State::Open { jobs, token } => (jobs, token),
+                released => {
+                    *state = released;
+                    return;
+                }
+            }
+        };
+        for job in jobs {
+            self.runtime.dispatch(self.clone(), job);
+        }
+        // Dropped only now, so a draining runtime never sees a moment with nothing
+        // in flight.
+        drop(token);
+    }
+
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        match &*self.state() {
+            State::Released(outcome) => Some(*outcome),
+            State::Open { .. } => None,
+        }
+    }
+
+    pub(crate) fn capture_headers(&self, headers: &HeaderMap) {
+        self.headers.get_or_init(|| Arc::new(headers.clone()));
+    }
+
+    pub(crate) fn headers(&self) -> Arc<HeaderMap> {
+        self.headers.get_or_init(Default::default).clone()
+    }
+
+    /// The request's cookies, parsed once on first use. Pairs that do not parse
+    /// (invalid UTF-8, no `=`, empty) are skipped, as axum-extra's `CookieJar` does.
+    pub(crate) fn cookies(&self) -> &CookieJar {
+        self.cookies.get_or_init(|| {
+            let mut jar = CookieJar::new();
+            let headers = self.headers.get_or_init(Default::default);
+            for value in headers.get_all(COOKIE) {
+                let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
+                    continue;
+                };
+                for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                    if let Ok(cookie) = Cookie::parse_encoded(pair.to_owned()) {
+                        jar.add_original(cookie);
+                    }
+                }
+            }
+            jar
+        })
+    }
+}
+
+/// What `AfterLayer` keeps in the task-local while the inner service runs. The scope
+/// is allocated on the first registration only, so a request that registers nothing
+/// costs no allocation.
+pub(crate) struct Slot {
+    runtime: AfterRuntime,
+    method: Method,
+    uri: Uri,
+    span: tracing::Span,
+    pub(crate) started: Instant,
+    scope: OnceCell<Arc<RequestScope>>,
+}
+
+impl Slot {
+    pub(crate) fn new(runtime: AfterRuntime, method: Method, uri: Uri) -> Self {
+        Slot {
+            runtime,
+            method,
+            uri,
+            span: tracing::Span::current(),
+            started: Instant::now(),
+            scope: OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn scope(&self) -> &Arc<RequestScope> {
+        self.scope.get_or_init(|| {
+            Arc::new(RequestScope::new(
+                self.runtime.clone(),
+                self.method.clone(),
+                self.uri.clone(),
+                self.span.clone(),
+            ))
+        })
+    }
+
+    /// The response head is out: hands the scope, if any task was registered, to the
+    /// body, which releases it when the body ends or is dropped.
+    pub(crate) fn into_release(mut self, status: StatusCode) -> Option<Release> {
+        let scope = self.scope.take()?;
+        Some(Release {
+            scope,
+            outcome: Outcome {
+                status: Some(status),
+                time_to_response: Some(self.started.elapsed()),
+                delivery: Delivery::Aborted,
+            },
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Still here: the inner future was dropped or failed before a response.
+        if let Some(scope) = self.scope.take() {
+            scope.release(Outcome::new(Delivery::NotProduced));
+        }
+    }
+}
+
+/// Releases a request's tasks when dropped, with the outcome it holds.
+pub(crate) struct Release {
+    scope: Arc<RequestScope>,
+    pub(crate) outcome: Outcome,
+}
+
+impl Release {
+    pub(crate) fn standalone(scope: Arc<RequestScope>) -> Self {
+        Release {
+            scope,
+            outcome: Outcome::new(Delivery::Unobserved),
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.scope.release(self.outcome);
+    }
+}
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Release")
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("method", &self.method)
+            .field("path", &self.uri.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The scope a registration made here belongs to: the running task's, else the
+/// request's under `AfterLayer`.
+pub(crate) fn current() -> Option<Arc<RequestScope>> {
+    RUNNING
+        .try_with(Arc::clone)
+        .ok()
+        .or_else(|| REQUEST.try_with(|slot| slot.scope().clone()).ok())
+}
+
+pub(crate) fn running_outcome() -> Option<Outcome> {
+    RUNNING.try_with(|scope| scope.outcome()).ok().flatten()
+}
+
+/// Runs `future` after the current request's response has been sent.
+///
+/// Call it anywhere in a request's task under [`AfterLayer`](crate::AfterLayer): the
+/// handler, a helper it awaits, middleware inside the layer, or a running after task
+/// (where the new task starts at once). It only enqueues: it never waits and never
+/// blocks (S1). The future may end in `()` or `Result<(), E>` with `E: Display`; an
+/// `Err` or a panic is logged and counted, never seen by the client.
+///
+/// # Errors
+///
+/// Outside a request scope, [`AfterErrorKind::NoScope`]: the future is returned
+/// unrun, never silently dropped. After shutdown or past `max_pending`,
+/// [`AfterErrorKind::ShutDown`] or [`AfterErrorKind::Overloaded`], also counted in
+/// [`Stats::rejected`](crate::Stats::rejected).
+///
+/// # Example
+///
+/// ```
+/// use after_runtime::{after, AfterLayer, AfterRuntime};
+/// use axum::{routing::post, Router};
+///
+/// async fn signup() -> &'static str {
+///     // A helper can register work too; it runs once the response is out.
+///     send_welcome_mail("ada@example.com");
+///     "welcome"
+/// }
+///
+/// fn send_welcome_mail(to: &'static str) {
+///     let registered = after(async move {
+///         // ... talk to the mail server ...
+///         Ok::<(), std::io::Error>(())
+///     });
+///     if let Err(err) = registered {
+///         tracing::warn!(%err, to, "welcome mail not scheduled");
+///     }
+/// }
+///
+/// let runtime = AfterRuntime::builder().build();
+/// let app: Router = Router::new()
+///     .route("/signup", post(signup))
+///     .layer(AfterLayer::new(runtime));
+/// # let _ = app;
+/// ```
+#[track_caller]
+pub fn after<F>(future: F) -> Result<(), AfterError>
+where
+    F: Future + Send + 'static,
+    F::Output: TaskOutput,
+{
+    let location = Location::caller();
+    let scope = current().ok_or(AfterError::new(AfterErrorKind::NoScope))?;
+    scope.register(Job::new(future, location))
+}

@@ -1,0 +1,148 @@
+//! What a registered task is: its future, where it was written, and what it returns.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The values an after task may end with: `()`, or `Result<(), E>` where `E: Display`.
+///
+/// An `Err` is logged at error level and counted in
+/// [`Stats::failed`](crate::Stats::failed); it never reaches the client.
+///
+/// ```
+/// use after_runtime::TaskOutput;
+///
+/// fn accepts<T: TaskOutput>(_: T) {}
+/// accepts(());
+/// accepts(Ok::<(), std::io::Error>(()));
+/// accepts(Err::<(), String>("webhook returned 503".to_owned()));
+/// ```
+///
+/// ```compile_fail
+/// # fn accepts<T: after_runtime::TaskOutput>(_: T) {}
+/// accepts(42); // a task's value is dropped, so it must be `()` or a `Result<(), E>`
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "an after task must end in `()` or `Result<(), E>` with `E: Display`, not `{Self}`",
+    label = "this task ends in `{Self}`"
+)]
+pub trait TaskOutput: sealed::Sealed + Send + 'static {
+    /// The error message, if the task failed.
+    #[doc(hidden)]
+    fn into_error(self) -> Option<String>;
+}
+
+impl TaskOutput for () {
+    fn into_error(self) -> Option<String> {
+        None
+    }
+}
+
+impl<E: Display + Send + 'static> TaskOutput for Result<(), E> {
+    fn into_error(self) -> Option<String> {
+        self.err().map(|e| e.to_string())
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for () {}
+    impl<E> Sealed for Result<(), E> {}
+}
+
+/// Where a task was registered: its `after!` block or `after()` call.
+///
+/// Displays as `file:line:column`, the form rustc and panics use, so editors and
+/// terminals can jump to it.
+///
+/// ```
+/// use after_runtime::Location;
+///
+/// # #[tokio::main] async fn main() {
+/// let here = Location::caller();
+/// assert_eq!(here.file(), file!());
+/// assert!(here.to_string().starts_with(file!()));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Location {
+    file: &'static str,
+    line: u32,
+    column: u32,
+}
+
+impl Location {
+    /// A location from its parts; generated code writes these.
+    #[doc(hidden)]
+    pub const fn new(file: &'static str, line: u32, column: u32) -> Self {
+        Location { file, line, column }
+    }
+
+    /// The location of the caller of the function calling this, as
+    /// [`std::panic::Location::caller`].
+    ///
+    /// ```
+    /// # use after_runtime::Location;
+    /// assert_eq!(Location::caller().line(), line!());
+    /// ```
+    #[track_caller]
+    pub fn caller() -> Self {
+        let caller = std::panic::Location::caller();
+        Location::new(caller.file(), caller.line(), caller.column())
+    }
+
+    /// The source file, as `file!()` names it.
+    ///
+    /// ```
+    /// # use after_runtime::Location;
+    /// assert!(Location::caller().file().ends_with(".rs"));
+    /// ```
+    pub fn file(&self) -> &'static str {
+        self.file
+    }
+
+    /// The line, starting at 1.
+    ///
+    /// ```
+    /// # use after_runtime::Location;
+    /// assert!(Location::caller().line() >= 1);
+    /// ```
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    /// The column, starting at 1.
+    ///
+    /// ```
+    /// # use after_runtime::Location;
+    /// assert!(Location::caller().column() >= 1);
+    /// ```
+    pub fn column(&self) -> u32 {
+        self.column
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// A registered task, waiting for its request to finish or for a free slot.
+pub(crate) struct Job {
+    pub(crate) future: Pin<Box<dyn Future<Output = Option<String>> + Send>>,
+    pub(crate) location: Location,
+}
+
+impl Job {
+    pub(crate) fn new<F>(future: F, location: Location) -> Self
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
+        Job {
+            future: Box::pin(async move { future.await.into_error() }),
+            location,
+        }
+    }
+}
