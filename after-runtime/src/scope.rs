@@ -137,14 +137,21 @@ impl RequestScope {
         self.cookies.get_or_init(|| {
             let mut jar = CookieJar::new();
             let headers = self.headers.get_or_init(Default::default);
-            for value in headers.get_all(COOKIE) {
-                let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
+            // Split on `;` before decoding, so one bad pair costs only itself.
+            let pairs = headers
+                .get_all(COOKIE)
+                .into_iter()
+                .flat_map(|value| value.as_bytes().split(|&b| b == b';'));
+            for pair in pairs {
+                let Ok(pair) = std::str::from_utf8(pair) else {
                     continue;
                 };
-                for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-                    if let Ok(cookie) = Cookie::parse_encoded(pair.to_owned()) {
-                        jar.add_original(cookie);
-                    }
+                let pair = pair.trim();
+                if pair.is_empty() {
+                    continue;
+                }
+                if let Ok(cookie) = Cookie::parse_encoded(pair.to_owned()) {
+                    jar.add_original(cookie);
                 }
             }
             jar
