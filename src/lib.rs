@@ -105,7 +105,10 @@ impl Client {
     }
 
     /// Sends `request` and returns the response head, body unread.
-    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<hyper::body::Incoming>, BoxError> {
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<hyper::body::Incoming>, BoxError> {
         Ok(self.inner.request(request).await?)
     }
 

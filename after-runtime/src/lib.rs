@@ -128,7 +128,7 @@ pub use task::{Location, TaskOutput};
 ///     }
 ///     Ok(format!("created {id}"))
 /// }
-/// # let _ = axum::Router::new().route("/", axum::routing::post(create)).with_state(Db);
+/// # let _: axum::Router = axum::Router::new().route("/", axum::routing::post(create)).with_state(Db);
 /// ```
 ///
 /// Misuse is a compile error at your code:

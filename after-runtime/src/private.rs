@@ -56,7 +56,9 @@ impl<const CAPTURE: bool> Request<CAPTURE> {
 
 impl<const CAPTURE: bool> fmt::Debug for Request<CAPTURE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Request").field("context", &self.context).finish_non_exhaustive()
+        f.debug_struct("Request")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
     }
 }
 

@@ -15,8 +15,8 @@ use crate::error::{AfterError, AfterErrorKind};
 use crate::executor::{self, End};
 use crate::scope::RequestScope;
 use crate::stats::{ShutdownReport, Stats};
-use crate::task::Location;
 use crate::task::Job;
+use crate::task::Location;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -198,7 +198,11 @@ impl AfterRuntime {
             dropped
         };
         for (scope, job) in &dropped {
-            executor::log_cancelled(scope, job.location, "it was still waiting at the shutdown deadline");
+            executor::log_cancelled(
+                scope,
+                job.location,
+                "it was still waiting at the shutdown deadline",
+            );
         }
 
         if !drained {
@@ -227,11 +231,7 @@ impl AfterRuntime {
     }
 
     /// Counts a registration, and refuses it when shut down or overloaded.
-    pub(crate) fn admit(
-        &self,
-        scope: &RequestScope,
-        location: Location,
-    ) -> Result<(), AfterError> {
+    pub(crate) fn admit(&self, scope: &RequestScope, location: Location) -> Result<(), AfterError> {
         let mut state = self.shared.state();
         state.stats.registered += 1;
         let refused = if state.phase == Phase::Closed {
@@ -280,7 +280,11 @@ impl AfterRuntime {
                 self.shared.tracker.spawn_on(task, &handle);
             }
             Err(_) => {
-                executor::log_cancelled(&scope, location, "no tokio runtime was running to start it");
+                executor::log_cancelled(
+                    &scope,
+                    location,
+                    "no tokio runtime was running to start it",
+                );
                 self.finish(End::Cancelled, location);
             }
         }

@@ -56,7 +56,12 @@ impl std::fmt::Debug for RequestScope {
 }
 
 impl RequestScope {
-    pub(crate) fn new(runtime: AfterRuntime, method: Method, uri: Uri, span: tracing::Span) -> Self {
+    pub(crate) fn new(
+        runtime: AfterRuntime,
+        method: Method,
+        uri: Uri,
+        span: tracing::Span,
+    ) -> Self {
         RequestScope {
             runtime,
             method,

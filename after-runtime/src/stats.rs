@@ -50,7 +50,12 @@ impl Stats {
     /// assert_eq!(stats.settled(), 3);
     /// ```
     pub fn settled(&self) -> u64 {
-        self.succeeded + self.failed + self.panicked + self.timed_out + self.rejected + self.cancelled
+        self.succeeded
+            + self.failed
+            + self.panicked
+            + self.timed_out
+            + self.rejected
+            + self.cancelled
     }
 }
 
@@ -87,7 +92,11 @@ impl fmt::Display for ShutdownReport {
             s.registered, s.succeeded, s.failed, s.panicked, s.timed_out, s.rejected, s.cancelled
         )?;
         if s.pending + s.running > 0 {
-            write!(f, ", {} still pending, {} still running", s.pending, s.running)?;
+            write!(
+                f,
+                ", {} still pending, {} still running",
+                s.pending, s.running
+            )?;
         }
         for location in &self.cancelled {
             write!(f, "\n  cancelled: {location}")?;

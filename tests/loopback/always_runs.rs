@@ -69,7 +69,10 @@ async fn endless_body(State(events): State<Events>) -> Body {
             // Never yields a second chunk: the client must go away mid-body.
             std::future::pending::<()>().await;
         }
-        Some((Ok::<_, Infallible>(Bytes::from_static(b"first chunk")), n + 1))
+        Some((
+            Ok::<_, Infallible>(Bytes::from_static(b"first chunk")),
+            n + 1,
+        ))
     });
     Body::from_stream(chunks)
 }
@@ -116,7 +119,9 @@ async fn tasks_run_when_an_http1_client_disconnects_mid_handler() {
     let server = TestServer::start(app).await.unwrap();
 
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
-    tcp.write_all(b"GET /hangs HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /hangs HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
     assert_eq!(within(rx.recv()).await.unwrap(), "registered");
     assert_eq!(runtime.stats().pending, 1, "held until the handler ends");
     drop(tcp);
@@ -156,17 +161,27 @@ async fn tasks_run_when_the_client_goes_away_mid_body() {
         let server = TestServer::start(app).await.unwrap();
 
         let client = Client::new(version);
-        let request = http::Request::get(server.url("/endless")).body(Full::default()).unwrap();
+        let request = http::Request::get(server.url("/endless"))
+            .body(Full::default())
+            .unwrap();
         let response = within(client.send(request)).await.unwrap();
         assert_eq!(response.status(), 200);
         let mut body = response.into_body();
         let first = within(body.frame()).await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "first chunk");
-        assert_eq!(runtime.stats().pending, 1, "{version:?}: held while the body streams");
+        assert_eq!(
+            runtime.stats().pending,
+            1,
+            "{version:?}: held while the body streams"
+        );
         drop(body);
         drop(client);
 
-        assert_eq!(within(rx.recv()).await.unwrap(), "endless_body: Some(200) Aborted", "{version:?}");
+        assert_eq!(
+            within(rx.recv()).await.unwrap(),
+            "endless_body: Some(200) Aborted",
+            "{version:?}"
+        );
         assert_accounted(&runtime);
         server.stop().await.unwrap();
     }

@@ -44,8 +44,13 @@ async fn a_requests_tasks_run_concurrently() {
     });
     let (app, runtime) = with_layer(app);
     let server = TestServer::start(app).await.unwrap();
-    within(Client::new(Version::Http1).get(&server.url("/"))).await.unwrap();
-    let mut seen = vec![within(rx.recv()).await.unwrap(), within(rx.recv()).await.unwrap()];
+    within(Client::new(Version::Http1).get(&server.url("/")))
+        .await
+        .unwrap();
+    let mut seen = vec![
+        within(rx.recv()).await.unwrap(),
+        within(rx.recv()).await.unwrap(),
+    ];
     seen.sort();
     assert_eq!(seen, ["first saw the second", "second signalled"]);
     assert_eq!(runtime.stats().succeeded, 2);
@@ -68,9 +73,15 @@ async fn echo_context(State(events): State<Events>) -> &'static str {
     "ok"
 }
 
-fn context_app() -> (Router, after_runtime::AfterRuntime, tokio::sync::mpsc::UnboundedReceiver<String>) {
+fn context_app() -> (
+    Router,
+    after_runtime::AfterRuntime,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     let (events, rx) = Events::new();
-    let app = Router::new().route("/", get(echo_context)).with_state(events);
+    let app = Router::new()
+        .route("/", get(echo_context))
+        .with_state(events);
     let (app, runtime) = with_layer(app);
     (app, runtime, rx)
 }
@@ -86,7 +97,10 @@ async fn tasks_see_the_requests_headers_and_cookies() {
             .body(Full::default())
             .unwrap();
         within(Client::new(version).fetch(request)).await.unwrap();
-        let mut seen = vec![within(rx.recv()).await.unwrap(), within(rx.recv()).await.unwrap()];
+        let mut seen = vec![
+            within(rx.recv()).await.unwrap(),
+            within(rx.recv()).await.unwrap(),
+        ];
         seen.sort();
         assert_eq!(
             seen,
@@ -106,13 +120,21 @@ async fn malformed_cookies_are_skipped_without_panic_or_delay() {
     let (app, runtime, mut rx) = context_app();
     let server = TestServer::start(app).await.unwrap();
     let request = http::Request::get(server.url("/"))
-        .header(COOKIE, HeaderValue::from_bytes(b"theme=\xff\xfe; ;; =; novalue").unwrap())
+        .header(
+            COOKIE,
+            HeaderValue::from_bytes(b"theme=\xff\xfe; ;; =; novalue").unwrap(),
+        )
         .header(COOKIE, "session-id=ok;;")
         .body(Full::default())
         .unwrap();
-    let response = within(Client::new(Version::Http1).fetch(request)).await.unwrap();
+    let response = within(Client::new(Version::Http1).fetch(request))
+        .await
+        .unwrap();
     assert_eq!(response.head.status, 200);
-    let mut seen = vec![within(rx.recv()).await.unwrap(), within(rx.recv()).await.unwrap()];
+    let mut seen = vec![
+        within(rx.recv()).await.unwrap(),
+        within(rx.recv()).await.unwrap(),
+    ];
     seen.sort();
     assert_eq!(
         seen,

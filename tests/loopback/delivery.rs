@@ -5,11 +5,11 @@ use std::convert::Infallible;
 
 use after_runtime::{after, outcome, with_after};
 use after_workspace::{Client, TestServer, Version, within};
+use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::mpsc;
@@ -36,17 +36,24 @@ async fn response_arrives_while_the_task_is_still_blocked() {
     for version in Version::BOTH {
         let (events, mut rx) = Events::new();
         let gate = Gate::new();
-        let app = Router::new()
-            .route("/", get(blocked))
-            .with_state(Blocked { gate: gate.clone(), events });
+        let app = Router::new().route("/", get(blocked)).with_state(Blocked {
+            gate: gate.clone(),
+            events,
+        });
         let (app, runtime) = with_layer(app);
         let server = TestServer::start(app).await.unwrap();
 
-        let response = within(Client::new(version).get(&server.url("/"))).await.unwrap();
+        let response = within(Client::new(version).get(&server.url("/")))
+            .await
+            .unwrap();
         assert_eq!(response.text(), "response");
         // The whole response is here, and the task has started but is held at the gate.
         let stats = runtime.stats();
-        assert_eq!((stats.running, stats.succeeded), (1, 0), "{version:?}: {stats:?}");
+        assert_eq!(
+            (stats.running, stats.succeeded),
+            (1, 0),
+            "{version:?}: {stats:?}"
+        );
         assert!(rx.try_recv().is_err());
 
         gate.open();
@@ -72,7 +79,9 @@ async fn streaming(State(s): State<Streaming>) -> Body {
     }
     let chunks = s.chunks.take();
     Body::from_stream(futures_util::stream::unfold(chunks, |mut rx| async move {
-        rx.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
     }))
 }
 
@@ -81,15 +90,19 @@ async fn a_streaming_body_holds_its_tasks_until_it_ends() {
     for version in Version::BOTH {
         let (events, mut rx) = Events::new();
         let (chunk_tx, chunk_rx) = mpsc::channel(4);
-        let app = Router::new().route("/", get(streaming)).with_state(Streaming {
-            chunks: Handoff::new(chunk_rx),
-            events,
-        });
+        let app = Router::new()
+            .route("/", get(streaming))
+            .with_state(Streaming {
+                chunks: Handoff::new(chunk_rx),
+                events,
+            });
         let (app, runtime) = with_layer(app);
         let server = TestServer::start(app).await.unwrap();
 
         let client = Client::new(version);
-        let request = http::Request::get(server.url("/")).body(Full::default()).unwrap();
+        let request = http::Request::get(server.url("/"))
+            .body(Full::default())
+            .unwrap();
         let mut body = within(client.send(request)).await.unwrap().into_body();
         chunk_tx.send(Bytes::from_static(b"first")).await.unwrap();
         let frame = within(body.frame()).await.unwrap().unwrap();
@@ -97,7 +110,11 @@ async fn a_streaming_body_holds_its_tasks_until_it_ends() {
 
         // The client holds part of the body: the task is registered but not started.
         let stats = runtime.stats();
-        assert_eq!((stats.pending, stats.running, stats.succeeded), (1, 0, 0), "{version:?}");
+        assert_eq!(
+            (stats.pending, stats.running, stats.succeeded),
+            (1, 0, 0),
+            "{version:?}"
+        );
         assert!(rx.try_recv().is_err());
 
         chunk_tx.send(Bytes::from_static(b"last")).await.unwrap();
@@ -150,7 +167,11 @@ async fn empty_head_204_and_fixed_length_bodies_still_run_their_tasks() {
                 .body(Full::default())
                 .unwrap();
             within(client.fetch(request)).await.unwrap();
-            assert_eq!(within(rx.recv()).await.unwrap(), want, "{version:?} {method} {path}");
+            assert_eq!(
+                within(rx.recv()).await.unwrap(),
+                want,
+                "{version:?} {method} {path}"
+            );
         }
         assert_eq!(runtime.stats().succeeded, 4);
         server.stop().await.unwrap();
@@ -160,7 +181,9 @@ async fn empty_head_204_and_fixed_length_bodies_still_run_their_tasks() {
 #[tokio::test]
 async fn registering_from_a_plain_handler_never_waits() {
     // S1: `after()` returns at once even when the runtime has no free slot.
-    let runtime = after_runtime::AfterRuntime::builder().max_concurrency(1).build();
+    let runtime = after_runtime::AfterRuntime::builder()
+        .max_concurrency(1)
+        .build();
     let gate = Gate::new();
     let g = gate.clone();
     let app = Router::new()
@@ -179,7 +202,9 @@ async fn registering_from_a_plain_handler_never_waits() {
         )
         .layer(after_runtime::AfterLayer::new(runtime.clone()));
     let server = TestServer::start(app).await.unwrap();
-    let response = within(Client::new(Version::Http1).get(&server.url("/"))).await.unwrap();
+    let response = within(Client::new(Version::Http1).get(&server.url("/")))
+        .await
+        .unwrap();
     assert_eq!(response.text(), "registered 100");
     let stats = runtime.stats();
     assert_eq!((stats.running, stats.pending), (1, 99));

@@ -14,7 +14,10 @@ use crate::{Events, assert_accounted, with_layer};
 /// The line of the `after!` block that follows the comment `marker` in this file.
 fn block_line(marker: &str) -> usize {
     let source = include_str!("isolation.rs");
-    let comment = source.lines().position(|l| l.trim() == marker).expect("marker");
+    let comment = source
+        .lines()
+        .position(|l| l.trim() == marker)
+        .expect("marker");
     comment + 2
 }
 
@@ -40,10 +43,14 @@ async fn mixed(State(events): State<Events>) -> &'static str {
 fn failures_and_panics_are_logged_with_file_and_line_and_counted() {
     // One thread, so the captured subscriber sees the server's and the tasks' events.
     let (logs, _guard) = CapturedLogs::install();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let (events, mut rx) = Events::new();
-        let (app, after_runtime) = with_layer(Router::new().route("/", get(mixed)).with_state(events));
+        let (app, after_runtime) =
+            with_layer(Router::new().route("/", get(mixed)).with_state(events));
         let server = TestServer::start(app).await.unwrap();
         let client = Client::new(Version::Http1);
 
@@ -58,7 +65,11 @@ fn failures_and_panics_are_logged_with_file_and_line_and_counted() {
         server.stop().await.unwrap();
         let report = after_runtime.shutdown(Duration::from_secs(10)).await;
         let s = report.stats;
-        assert_eq!((s.registered, s.succeeded, s.failed, s.panicked), (6, 2, 2, 2), "{s:?}");
+        assert_eq!(
+            (s.registered, s.succeeded, s.failed, s.panicked),
+            (6, 2, 2, 2),
+            "{s:?}"
+        );
         assert_accounted(&after_runtime);
     });
 
@@ -69,14 +80,23 @@ fn failures_and_panics_are_logged_with_file_and_line_and_counted() {
     assert_eq!(failed.len(), 2, "{}", logs.contents());
     for line in &failed {
         assert!(line.contains("ERROR"), "{line}");
-        assert!(line.contains(&format!("location={file}:{failing_line}:")), "{line}");
-        assert!(line.contains("method=GET") && line.contains("path=\"/\""), "{line}");
+        assert!(
+            line.contains(&format!("location={file}:{failing_line}:")),
+            "{line}"
+        );
+        assert!(
+            line.contains("method=GET") && line.contains("path=\"/\""),
+            "{line}"
+        );
         assert!(line.contains("the webhook answered 503"), "{line}");
     }
     let panicked = logs.lines_with("after task panicked");
     assert_eq!(panicked.len(), 2, "{}", logs.contents());
     for line in &panicked {
-        assert!(line.contains(&format!("location={file}:{panicking_line}:")), "{line}");
+        assert!(
+            line.contains(&format!("location={file}:{panicking_line}:")),
+            "{line}"
+        );
         assert!(line.contains("index out of bounds"), "{line}");
     }
 }

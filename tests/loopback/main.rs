@@ -41,7 +41,7 @@ impl Gate {
     }
 
     pub(crate) async fn wait(&self) {
-        let _ = self.0.acquire().await.expect("gate closed").forget();
+        self.0.acquire().await.expect("gate closed").forget();
     }
 
     pub(crate) fn open(&self) {

@@ -51,12 +51,17 @@ async fn after_works_in_helpers_middleware_and_running_tasks() {
     let app = Router::new()
         .route("/", get(handler))
         .route("/blocks", get(nested_blocks))
-        .route_layer(middleware::from_fn_with_state(events.clone(), audit_middleware))
+        .route_layer(middleware::from_fn_with_state(
+            events.clone(),
+            audit_middleware,
+        ))
         .with_state(events);
     let (app, runtime) = with_layer(app);
     let server = TestServer::start(app).await.unwrap();
 
-    within(Client::new(Version::Http1).get(&server.url("/"))).await.unwrap();
+    within(Client::new(Version::Http1).get(&server.url("/")))
+        .await
+        .unwrap();
     let mut seen: Vec<String> = Vec::new();
     for _ in 0..4 {
         seen.push(within(rx.recv()).await.unwrap());
@@ -64,16 +69,26 @@ async fn after_works_in_helpers_middleware_and_running_tasks() {
     seen.sort();
     assert_eq!(
         seen,
-        ["from a helper", "from middleware for /", "nested in a task", "outer task"]
+        [
+            "from a helper",
+            "from middleware for /",
+            "nested in a task",
+            "outer task"
+        ]
     );
 
-    within(Client::new(Version::Http2).get(&server.url("/blocks"))).await.unwrap();
+    within(Client::new(Version::Http2).get(&server.url("/blocks")))
+        .await
+        .unwrap();
     let mut seen: Vec<String> = Vec::new();
     for _ in 0..3 {
         seen.push(within(rx.recv()).await.unwrap());
     }
     seen.sort();
-    assert_eq!(seen, ["from middleware for /blocks", "inner block", "outer block"]);
+    assert_eq!(
+        seen,
+        ["from middleware for /blocks", "inner block", "outer block"]
+    );
     assert_accounted(&runtime);
     assert_eq!(runtime.stats().succeeded, 7);
     server.stop().await.unwrap();

@@ -36,39 +36,65 @@ async fn two_stage(State(g): State<Gates>) -> &'static str {
 #[tokio::test]
 async fn shutdown_waits_for_pending_and_nested_tasks() {
     let (events, mut rx) = Events::new();
-    let gates = Gates { outer: Gate::new(), inner: Gate::new(), events };
-    let app = Router::new().route("/", get(two_stage)).with_state(gates.clone());
+    let gates = Gates {
+        outer: Gate::new(),
+        inner: Gate::new(),
+        events,
+    };
+    let app = Router::new()
+        .route("/", get(two_stage))
+        .with_state(gates.clone());
     let (app, runtime) = with_layer(app);
     let server = TestServer::start(app).await.unwrap();
-    within(Client::new(Version::Http2).get(&server.url("/"))).await.unwrap();
+    within(Client::new(Version::Http2).get(&server.url("/")))
+        .await
+        .unwrap();
     server.stop().await.unwrap();
 
     let shutdown = runtime.shutdown(Duration::from_secs(60));
     tokio::pin!(shutdown);
-    assert!(poll!(&mut shutdown).is_pending(), "the outer task is still waiting");
+    assert!(
+        poll!(&mut shutdown).is_pending(),
+        "the outer task is still waiting"
+    );
 
     gates.outer.open();
     assert_eq!(within(rx.recv()).await.unwrap(), "outer finished");
     // The nested task was registered during the drain and is still held.
-    assert!(poll!(&mut shutdown).is_pending(), "the nested task is still waiting");
+    assert!(
+        poll!(&mut shutdown).is_pending(),
+        "the nested task is still waiting"
+    );
     assert_accounted(&runtime);
 
     gates.inner.open();
     let report = within(shutdown).await;
     assert_eq!(within(rx.recv()).await.unwrap(), "nested finished");
     let s = report.stats;
-    assert_eq!((s.registered, s.succeeded, s.pending, s.running), (2, 2, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.registered, s.succeeded, s.pending, s.running),
+        (2, 2, 0, 0),
+        "{s:?}"
+    );
     assert!(report.cancelled.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_cancels_at_the_deadline_and_reports_where() {
     let (events, _rx) = Events::new();
-    let gates = Gates { outer: Gate::new(), inner: Gate::new(), events };
-    let app = Router::new().route("/", get(two_stage)).with_state(gates.clone());
+    let gates = Gates {
+        outer: Gate::new(),
+        inner: Gate::new(),
+        events,
+    };
+    let app = Router::new()
+        .route("/", get(two_stage))
+        .with_state(gates.clone());
     let (app, runtime) = with_layer(app);
     let server = TestServer::start(app).await.unwrap();
-    within(Client::new(Version::Http1).get(&server.url("/"))).await.unwrap();
+    within(Client::new(Version::Http1).get(&server.url("/")))
+        .await
+        .unwrap();
     server.stop().await.unwrap();
 
     // The gate never opens: the paused clock jumps to the deadline.
@@ -77,6 +103,10 @@ async fn shutdown_cancels_at_the_deadline_and_reports_where() {
     assert_eq!((s.registered, s.cancelled, s.running), (1, 1, 0), "{s:?}");
     assert_eq!(report.cancelled.len(), 1);
     assert_eq!(report.cancelled[0].file(), "tests/loopback/shutdown.rs");
-    assert!(report.to_string().contains("cancelled: tests/loopback/shutdown.rs:"), "{report}");
-
+    assert!(
+        report
+            .to_string()
+            .contains("cancelled: tests/loopback/shutdown.rs:"),
+        "{report}"
+    );
 }

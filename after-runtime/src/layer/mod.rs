@@ -119,7 +119,11 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let slot = Slot::new(self.runtime.clone(), req.method().clone(), req.uri().clone());
+        let slot = Slot::new(
+            self.runtime.clone(),
+            req.method().clone(),
+            req.uri().clone(),
+        );
         let is_head = req.method() == http::Method::HEAD;
         ResponseFuture::new(REQUEST.scope(slot, self.inner.call(req)), is_head)
     }
