@@ -10,6 +10,7 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::error::AfterError;
+use crate::metrics;
 use crate::runtime::AfterRuntime;
 use crate::scope::{RUNNING, RequestScope};
 use crate::task::Job;
@@ -55,6 +56,7 @@ pub(crate) async fn run(runtime: AfterRuntime, scope: Arc<RequestScope>, job: Jo
     );
     span.follows_from(&scope.span);
 
+    let started = std::time::Instant::now();
     let task = RUNNING
         .scope(scope.clone(), AssertUnwindSafe(future).catch_unwind())
         .instrument(span.clone());
@@ -108,6 +110,7 @@ pub(crate) async fn run(runtime: AfterRuntime, scope: Arc<RequestScope>, job: Jo
             }
         },
     };
+    metrics::task_duration(end, started.elapsed());
     counted.end = Some(end);
 }
 

@@ -72,6 +72,7 @@ mod error;
 mod executor;
 pub mod layer;
 mod macros;
+mod metrics;
 mod outcome;
 mod runtime;
 mod scope;

@@ -13,6 +13,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use crate::builder::{Builder, OverloadPolicy};
 use crate::error::{AfterError, AfterErrorKind};
 use crate::executor::{self, End};
+use crate::metrics;
 use crate::scope::RequestScope;
 use crate::stats::{ShutdownReport, Stats};
 use crate::task::Job;
@@ -185,8 +186,7 @@ impl AfterRuntime {
             .await
             .is_ok();
 
-        let dropped: Vec<_> = {
-            let mut state = shared.state();
+        let dropped = self.update(|state| {
             state.phase = Phase::Closed;
             let dropped: Vec<_> = state.queue.drain(..).collect();
             let n = dropped.len() as u64;
@@ -196,7 +196,7 @@ impl AfterRuntime {
                 .cancelled_at
                 .extend(dropped.iter().map(|(_, job)| job.location));
             dropped
-        };
+        });
         for (scope, job) in &dropped {
             executor::log_cancelled(
                 scope,
@@ -232,43 +232,59 @@ impl AfterRuntime {
 
     /// Counts a registration, and refuses it when shut down or overloaded.
     pub(crate) fn admit(&self, scope: &RequestScope, location: Location) -> Result<(), AfterError> {
-        let mut state = self.shared.state();
-        state.stats.registered += 1;
-        let refused = if state.phase == Phase::Closed {
-            AfterErrorKind::ShutDown
-        } else if state.stats.pending >= self.shared.config.max_pending as u64 {
-            match self.shared.config.overload {
-                OverloadPolicy::Reject => AfterErrorKind::Overloaded,
+        let refused = self.update(|state| {
+            state.stats.registered += 1;
+            let refused = if state.phase == Phase::Closed {
+                AfterErrorKind::ShutDown
+            } else if state.stats.pending >= self.shared.config.max_pending as u64 {
+                match self.shared.config.overload {
+                    OverloadPolicy::Reject => AfterErrorKind::Overloaded,
+                }
+            } else {
+                state.stats.pending += 1;
+                return None;
+            };
+            state.stats.rejected += 1;
+            Some(refused)
+        });
+        match refused {
+            None => Ok(()),
+            Some(kind) => {
+                let error = AfterError::new(kind);
+                executor::log_rejected(scope, location, &error);
+                Err(error)
             }
-        } else {
-            state.stats.pending += 1;
-            return Ok(());
-        };
-        state.stats.rejected += 1;
-        drop(state);
-        let error = AfterError::new(refused);
-        executor::log_rejected(scope, location, &error);
-        Err(error)
+        }
     }
 
     /// Hands a released task to the executor: it starts now if a slot is free, else
     /// waits in order for one.
     pub(crate) fn dispatch(&self, scope: Arc<RequestScope>, job: Job) {
-        let mut state = self.shared.state();
-        if state.phase == Phase::Closed {
-            state.stats.pending -= 1;
-            state.stats.cancelled += 1;
-            drop(state);
-            executor::log_cancelled(&scope, job.location, "its response finished after shutdown");
-            return;
+        enum Next {
+            Start(Arc<RequestScope>, Job),
+            Queued,
+            Cancelled(Arc<RequestScope>, Location),
         }
-        if state.stats.running < self.shared.config.max_concurrency as u64 {
-            state.stats.pending -= 1;
-            state.stats.running += 1;
-            drop(state);
-            self.spawn(scope, job);
-        } else {
-            state.queue.push_back((scope, job));
+        let next = self.update(|state| {
+            if state.phase == Phase::Closed {
+                state.stats.pending -= 1;
+                state.stats.cancelled += 1;
+                Next::Cancelled(scope, job.location)
+            } else if state.stats.running < self.shared.config.max_concurrency as u64 {
+                state.stats.pending -= 1;
+                state.stats.running += 1;
+                Next::Start(scope, job)
+            } else {
+                state.queue.push_back((scope, job));
+                Next::Queued
+            }
+        });
+        match next {
+            Next::Start(scope, job) => self.spawn(scope, job),
+            Next::Cancelled(scope, location) => {
+                executor::log_cancelled(&scope, location, "its response finished after shutdown");
+            }
+            Next::Queued => {}
         }
     }
 
@@ -292,32 +308,43 @@ impl AfterRuntime {
 
     /// A running task ended: counts it and starts the next waiting one.
     pub(crate) fn finish(&self, end: End, location: Location) {
-        let mut state = self.shared.state();
-        let stats = &mut state.stats;
-        stats.running -= 1;
-        match end {
-            End::Succeeded => stats.succeeded += 1,
-            End::Failed => stats.failed += 1,
-            End::Panicked => stats.panicked += 1,
-            End::TimedOut => stats.timed_out += 1,
-            End::Cancelled => {
-                stats.cancelled += 1;
-                state.cancelled_at.push(location);
+        let (next, idle) = self.update(|state| {
+            let stats = &mut state.stats;
+            stats.running -= 1;
+            match end {
+                End::Succeeded => stats.succeeded += 1,
+                End::Failed => stats.failed += 1,
+                End::Panicked => stats.panicked += 1,
+                End::TimedOut => stats.timed_out += 1,
+                End::Cancelled => {
+                    stats.cancelled += 1;
+                    state.cancelled_at.push(location);
+                }
             }
-        }
-        let next = state.queue.pop_front();
-        if next.is_some() {
-            state.stats.pending -= 1;
-            state.stats.running += 1;
-        }
-        let idle = state.stats.running == 0;
-        drop(state);
+            let next = state.queue.pop_front();
+            if next.is_some() {
+                state.stats.pending -= 1;
+                state.stats.running += 1;
+            }
+            (next, state.stats.running == 0)
+        });
         if let Some((scope, job)) = next {
             self.spawn(scope, job);
         }
         if idle {
             self.shared.idle.notify_waiters();
         }
+    }
+
+    /// Applies one state change under the lock and publishes its effect on the counts.
+    fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> R {
+        let mut state = self.shared.state();
+        let before = state.stats;
+        let result = change(&mut state);
+        let after = state.stats;
+        drop(state);
+        metrics::publish(&before, &after);
+        result
     }
 
     pub(crate) fn task_timeout(&self) -> Option<Duration> {

@@ -174,17 +174,20 @@ pub(crate) struct Slot {
     span: tracing::Span,
     pub(crate) started: Instant,
     scope: OnceCell<Arc<RequestScope>>,
+    /// Keeps a draining runtime waiting for this request: it may still register.
+    _in_flight: TaskTrackerToken,
 }
 
 impl Slot {
     pub(crate) fn new(runtime: AfterRuntime, method: Method, uri: Uri) -> Self {
         Slot {
-            runtime,
             method,
             uri,
             span: tracing::Span::current(),
             started: Instant::now(),
             scope: OnceCell::new(),
+            _in_flight: runtime.token(),
+            runtime,
         }
     }
 

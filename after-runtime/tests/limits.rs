@@ -1,0 +1,212 @@
+//! S8–S10 at the level of the runtime: concurrency and pending bounds, the overload
+//! policy, timeouts, and shutdown with late registrations. These are about the
+//! runtime, not the network, so one request through the service is enough; the
+//! loopback tests live in the workspace's `tests/`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use after_runtime::layer::After;
+use after_runtime::{AfterErrorKind, AfterRuntime, after};
+use futures_util::poll;
+use http::{Request, Response};
+use tokio::sync::Semaphore;
+use tower::{ServiceExt, service_fn};
+
+/// Sends one request whose handler runs `handler`, and reads the response to its end.
+async fn request<F, Fut>(runtime: &AfterRuntime, handler: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let mut handler = Some(handler);
+    let service = After::new(
+        service_fn(move |_: Request<()>| {
+            let handler = handler.take().expect("one request");
+            async move {
+                handler().await;
+                Ok::<_, Infallible>(Response::new(String::from("done")))
+            }
+        }),
+        runtime.clone(),
+    );
+    let response = service.oneshot(Request::new(())).await.unwrap();
+    drop(response); // the body is whole: its tasks are released
+}
+
+fn assert_accounted(runtime: &AfterRuntime) {
+    let s = runtime.stats();
+    assert_eq!(s.settled() + s.pending + s.running, s.registered, "{s:?}");
+}
+
+#[tokio::test]
+async fn running_tasks_never_exceed_max_concurrency() {
+    let runtime = AfterRuntime::builder().max_concurrency(4).build();
+    let gate = Arc::new(Semaphore::new(0));
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+    let (g, n, p) = (gate.clone(), now.clone(), peak.clone());
+    request(&runtime, move || async move {
+        for _ in 0..50 {
+            let (g, n, p, e) = (g.clone(), n.clone(), p.clone(), entered_tx.clone());
+            after(async move {
+                let running = n.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(running, Ordering::SeqCst);
+                e.send(()).unwrap();
+                g.acquire().await.unwrap().forget();
+                n.fetch_sub(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+    })
+    .await;
+
+    for _ in 0..4 {
+        entered.recv().await.unwrap();
+    }
+    // Four tasks are inside, holding their slots; the rest wait their turn.
+    let s = runtime.stats();
+    assert_eq!((s.running, s.pending), (4, 46), "{s:?}");
+    assert!(entered.try_recv().is_err());
+    gate.add_permits(50);
+    let report = runtime.shutdown(Duration::from_secs(30)).await;
+    assert_eq!(report.stats.succeeded, 50);
+    assert_eq!(peak.load(Ordering::SeqCst), 4, "the bound was reached and never passed");
+}
+
+#[tokio::test]
+async fn pending_never_exceeds_max_pending_and_overflow_is_rejected_and_counted() {
+    let runtime = AfterRuntime::builder().max_concurrency(1).max_pending(10).build();
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    request(&runtime, move || async move {
+        let results: Vec<_> = (0..20)
+            .map(|_| {
+                let g = g.clone();
+                after(async move { g.acquire().await.unwrap().forget() }).map_err(|e| e.kind())
+            })
+            .collect();
+        tx.send(results).unwrap();
+    })
+    .await;
+    let results = rx.await.unwrap();
+    assert!(results[..10].iter().all(Result::is_ok));
+    assert!(results[10..].iter().all(|r| *r == Err(AfterErrorKind::Overloaded)));
+    let s = runtime.stats();
+    assert_eq!((s.registered, s.rejected, s.running, s.pending), (20, 10, 1, 9), "{s:?}");
+
+    // One place is free again once a task runs: one more fits, the next does not.
+    let g = gate.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    request(&runtime, move || async move {
+        let first = after(async move { g.acquire().await.unwrap().forget() }).is_ok();
+        let second = after(async {}).map_err(|e| e.kind());
+        tx.send((first, second)).unwrap();
+    })
+    .await;
+    assert_eq!(rx.await.unwrap(), (true, Err(AfterErrorKind::Overloaded)));
+    assert!(runtime.stats().pending <= 10);
+    assert_accounted(&runtime);
+
+    gate.add_permits(11);
+    let report = runtime.shutdown(Duration::from_secs(30)).await;
+    let s = report.stats;
+    assert_eq!((s.registered, s.succeeded, s.rejected), (22, 11, 11), "{s:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_past_its_timeout_is_cancelled_and_counted() {
+    let runtime = AfterRuntime::builder().task_timeout(Duration::from_secs(5)).build();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let f = finished.clone();
+    request(&runtime, move || async move {
+        let slow = f.clone();
+        after(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            slow.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        after(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            f.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    })
+    .await;
+    let report = runtime.shutdown(Duration::from_secs(60)).await;
+    let s = report.stats;
+    assert_eq!((s.timed_out, s.succeeded, s.cancelled), (1, 1, 0), "{s:?}");
+    assert_eq!(finished.load(Ordering::SeqCst), 1, "the slow task never finished");
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_requests_still_in_flight_and_their_late_registrations() {
+    let runtime = AfterRuntime::builder().build();
+    let handler_gate = Arc::new(Semaphore::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (at_gate_tx, at_gate) = tokio::sync::oneshot::channel();
+    let in_flight = {
+        let runtime = runtime.clone();
+        let gate = handler_gate.clone();
+        tokio::spawn(async move {
+            request(&runtime, move || async move {
+                at_gate_tx.send(()).unwrap();
+                gate.acquire().await.unwrap().forget();
+                // Registered while the runtime drains.
+                let registered = after(async move { tx.send("late task ran").unwrap() });
+                assert!(registered.is_ok());
+            })
+            .await;
+        })
+    };
+    at_gate.await.unwrap(); // the request is in flight and has registered nothing yet
+
+    let shutdown = runtime.shutdown(Duration::from_secs(30));
+    tokio::pin!(shutdown);
+    assert!(poll!(&mut shutdown).is_pending());
+    handler_gate.add_permits(1);
+    assert_eq!(rx.await.unwrap(), "late task ran");
+    let report = shutdown.await;
+    assert_eq!((report.stats.registered, report.stats.succeeded), (1, 1));
+    in_flight.await.unwrap();
+}
+
+#[tokio::test]
+async fn registration_after_shutdown_is_an_error_and_counted() {
+    let runtime = AfterRuntime::builder().build();
+    runtime.shutdown(Duration::from_secs(1)).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    request(&runtime, move || async move {
+        tx.send(after(async {}).map_err(|e| e.kind())).unwrap();
+    })
+    .await;
+    assert_eq!(rx.await.unwrap(), Err(AfterErrorKind::ShutDown));
+    let s = runtime.stats();
+    assert_eq!((s.registered, s.rejected), (1, 1), "{s:?}");
+    // A second shutdown returns the final report at once.
+    let again = runtime.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(again.stats, s);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_deadline_waiting_and_running_tasks_are_cancelled_and_listed() {
+    let runtime = AfterRuntime::builder().max_concurrency(1).no_task_timeout().build();
+    request(&runtime, || async {
+        after(std::future::pending::<()>()).unwrap(); // runs, never ends
+        after(async {}).unwrap(); // waits behind it
+    })
+    .await;
+    let report = runtime.shutdown(Duration::from_secs(10)).await;
+    let s = report.stats;
+    assert_eq!((s.registered, s.cancelled, s.pending, s.running), (2, 2, 0, 0), "{s:?}");
+    assert_eq!(report.cancelled.len(), 2);
+    for location in &report.cancelled {
+        assert_eq!(location.file(), file!());
+    }
+    let text = report.to_string();
+    assert!(text.contains(&format!("cancelled: {}:", file!())), "{text}");
+}
