@@ -74,12 +74,19 @@ async fn running_tasks_never_exceed_max_concurrency() {
     gate.add_permits(50);
     let report = runtime.shutdown(Duration::from_secs(30)).await;
     assert_eq!(report.stats.succeeded, 50);
-    assert_eq!(peak.load(Ordering::SeqCst), 4, "the bound was reached and never passed");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        4,
+        "the bound was reached and never passed"
+    );
 }
 
 #[tokio::test]
 async fn pending_never_exceeds_max_pending_and_overflow_is_rejected_and_counted() {
-    let runtime = AfterRuntime::builder().max_concurrency(1).max_pending(10).build();
+    let runtime = AfterRuntime::builder()
+        .max_concurrency(1)
+        .max_pending(10)
+        .build();
     let gate = Arc::new(Semaphore::new(0));
     let g = gate.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -95,9 +102,17 @@ async fn pending_never_exceeds_max_pending_and_overflow_is_rejected_and_counted(
     .await;
     let results = rx.await.unwrap();
     assert!(results[..10].iter().all(Result::is_ok));
-    assert!(results[10..].iter().all(|r| *r == Err(AfterErrorKind::Overloaded)));
+    assert!(
+        results[10..]
+            .iter()
+            .all(|r| *r == Err(AfterErrorKind::Overloaded))
+    );
     let s = runtime.stats();
-    assert_eq!((s.registered, s.rejected, s.running, s.pending), (20, 10, 1, 9), "{s:?}");
+    assert_eq!(
+        (s.registered, s.rejected, s.running, s.pending),
+        (20, 10, 1, 9),
+        "{s:?}"
+    );
 
     // One place is free again once a task runs: one more fits, the next does not.
     let g = gate.clone();
@@ -115,12 +130,18 @@ async fn pending_never_exceeds_max_pending_and_overflow_is_rejected_and_counted(
     gate.add_permits(11);
     let report = runtime.shutdown(Duration::from_secs(30)).await;
     let s = report.stats;
-    assert_eq!((s.registered, s.succeeded, s.rejected), (22, 11, 11), "{s:?}");
+    assert_eq!(
+        (s.registered, s.succeeded, s.rejected),
+        (22, 11, 11),
+        "{s:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_task_past_its_timeout_is_cancelled_and_counted() {
-    let runtime = AfterRuntime::builder().task_timeout(Duration::from_secs(5)).build();
+    let runtime = AfterRuntime::builder()
+        .task_timeout(Duration::from_secs(5))
+        .build();
     let finished = Arc::new(AtomicUsize::new(0));
     let f = finished.clone();
     request(&runtime, move || async move {
@@ -140,7 +161,11 @@ async fn a_task_past_its_timeout_is_cancelled_and_counted() {
     let report = runtime.shutdown(Duration::from_secs(60)).await;
     let s = report.stats;
     assert_eq!((s.timed_out, s.succeeded, s.cancelled), (1, 1, 0), "{s:?}");
-    assert_eq!(finished.load(Ordering::SeqCst), 1, "the slow task never finished");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the slow task never finished"
+    );
 }
 
 #[tokio::test]
@@ -194,7 +219,10 @@ async fn registration_after_shutdown_is_an_error_and_counted() {
 
 #[tokio::test(start_paused = true)]
 async fn at_the_deadline_waiting_and_running_tasks_are_cancelled_and_listed() {
-    let runtime = AfterRuntime::builder().max_concurrency(1).no_task_timeout().build();
+    let runtime = AfterRuntime::builder()
+        .max_concurrency(1)
+        .no_task_timeout()
+        .build();
     request(&runtime, || async {
         after(std::future::pending::<()>()).unwrap(); // runs, never ends
         after(async {}).unwrap(); // waits behind it
@@ -202,7 +230,11 @@ async fn at_the_deadline_waiting_and_running_tasks_are_cancelled_and_listed() {
     .await;
     let report = runtime.shutdown(Duration::from_secs(10)).await;
     let s = report.stats;
-    assert_eq!((s.registered, s.cancelled, s.pending, s.running), (2, 2, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.registered, s.cancelled, s.pending, s.running),
+        (2, 2, 0, 0),
+        "{s:?}"
+    );
     assert_eq!(report.cancelled.len(), 2);
     for location in &report.cancelled {
         assert_eq!(location.file(), file!());

@@ -1,0 +1,117 @@
+//! S11: a request under `AfterLayer` that registers nothing allocates nothing extra.
+//!
+//! Its own test binary, because it installs a counting global allocator. The server
+//! side runs in-process through `oneshot` so that only the service's allocations are
+//! counted; the URI is built on a shared buffer, as hyper's parser builds it, so
+//! cloning it is a reference-count increment.
+
+use std::alloc::System;
+
+use after_runtime::layer::After;
+use after_runtime::{AfterLayer, AfterRuntime, after};
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use bytes::Bytes;
+use std::convert::Infallible;
+
+use http::{Request, Uri};
+use http_body_util::BodyExt;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::ServiceExt;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const REQUESTS: usize = 200;
+
+fn request() -> Request<Body> {
+    let uri = Uri::from_maybe_shared(Bytes::from_static(b"/orders/42?expand=items")).unwrap();
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+/// Allocations made by `REQUESTS` requests through `app`, each read to the end.
+async fn allocations_per_request<S, B>(app: S) -> f64
+where
+    S: tower::Service<Request<Body>, Response = http::Response<B>, Error = Infallible> + Clone,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    // Warm up lazies (the router's internals, tracing callsites, the runtime's queue).
+    for _ in 0..10 {
+        serve(app.clone()).await;
+    }
+    let region = Region::new(GLOBAL);
+    for _ in 0..REQUESTS {
+        serve(app.clone()).await;
+    }
+    region.change().allocations as f64 / REQUESTS as f64
+}
+
+async fn serve<S, B>(app: S)
+where
+    S: tower::Service<Request<Body>, Response = http::Response<B>, Error = Infallible>,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let response = app.oneshot(request()).await.unwrap();
+    let body = response.into_body().collect().await.unwrap();
+    drop(body);
+}
+
+#[test]
+fn a_request_that_registers_nothing_allocates_nothing_extra() {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let runtime = AfterRuntime::builder().build();
+        let plain = Router::new().route("/orders/{id}", get(|| async { "ok" }));
+        let layered = plain.clone().layer(AfterLayer::new(runtime.clone()));
+        let registering = Router::new()
+            .route(
+                "/orders/{id}",
+                get(|| async {
+                    after(async {}).unwrap();
+                    "ok"
+                }),
+            )
+            .layer(AfterLayer::new(runtime.clone()));
+
+        // Wrapping the whole router: the layer's own cost, nothing else.
+        let plain_router = allocations_per_request(plain.clone()).await;
+        let wrapped_router =
+            allocations_per_request(After::new(plain.clone(), runtime.clone())).await;
+        // Through `Router::layer`, axum boxes each layer's service, future and body; any
+        // layer that holds state pays that, so compare with a no-op of the same shape.
+        let no_op_layer = allocations_per_request(plain.clone().layer(
+            tower_http::map_response_body::MapResponseBodyLayer::new({
+                let state = std::sync::Arc::new(());
+                move |body: Body| {
+                    let _ = &state;
+                    http_body_util::Either::<Body, Body>::Left(body)
+                }
+            }),
+        ))
+        .await;
+        let after_layer = allocations_per_request(layered).await;
+        let one_task = allocations_per_request(registering).await;
+        println!(
+            "allocations per request: router {plain_router}, After(router) {wrapped_router}; \
+             Router::layer(no-op) {no_op_layer}, Router::layer(AfterLayer) {after_layer}, \
+             registering one task {one_task}"
+        );
+
+        assert_eq!(
+            wrapped_router, plain_router,
+            "After allocated for a request that registered nothing"
+        );
+        assert_eq!(
+            after_layer, no_op_layer,
+            "AfterLayer allocated more than a no-op layer"
+        );
+        // The counter does see the layer's allocations when there is work to hold.
+        assert!(one_task > after_layer, "{one_task} vs {after_layer}");
+    });
+}
