@@ -5,11 +5,12 @@
 //! cargo run --example tour
 //! ```
 
+use std::future::IntoFuture;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use after_runtime::{AfterLayer, AfterRuntime, after, outcome, with_after};
-use after_workspace::{Client, TestServer, Version};
+use after_workspace::{Client, Version};
 use axum::Router;
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -77,6 +78,27 @@ async fn slow() -> &'static str {
     "report started"
 }
 
+/// Resolves on Ctrl-C, or on SIGTERM (what orchestrators send before killing a
+/// process).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.expect("install the Ctrl-C handler");
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler")
+            .recv()
+            .await;
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), after_workspace::BoxError> {
     // Error-level logs from failed tasks go to stderr.
@@ -93,12 +115,27 @@ async fn main() -> Result<(), after_workspace::BoxError> {
         .route("/notify", post(notify))
         .route("/slow", get(slow))
         .layer(AfterLayer::new(runtime.clone()));
-    let server = TestServer::start(app).await?;
-    say(format!("server listening on http://{}", server.addr));
+    // The graceful-shutdown recipe: serve until SIGTERM or Ctrl-C (here also until
+    // the tour is over), then drain the runtime.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tour_over, tour_over_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                tokio::select! {
+                    () = shutdown_signal() => say("signal received: stopping the server"),
+                    _ = tour_over_rx => {}
+                }
+            })
+            .into_future(),
+    );
+    let url = |path: &str| format!("http://{addr}{path}");
+    say(format!("server listening on http://{addr} (Ctrl-C to stop early)"));
     let client = Client::new(Version::Http1);
 
     say("→ POST /orders/1 (its audit task takes 150 ms)");
-    let request = http::Request::post(server.url("/orders/1"))
+    let request = http::Request::post(url("/orders/1"))
         .header(USER_AGENT, "tour/1.0")
         .header(COOKIE, "session-id=s-42")
         .body(Full::default())?;
@@ -111,13 +148,13 @@ async fn main() -> Result<(), after_workspace::BoxError> {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     say("→ GET /fail");
-    let response = client.get(&server.url("/fail")).await?;
+    let response = client.get(&url("/fail")).await?;
     say(format!("← {}", response.head.status));
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     say("→ POST /notify (a helper calls after(); the webhook will fail)");
     let response = client
-        .fetch(http::Request::post(server.url("/notify")).body(Full::default())?)
+        .fetch(http::Request::post(url("/notify")).body(Full::default())?)
         .await?;
     say(format!(
         "← {} \"{}\"",
@@ -127,7 +164,7 @@ async fn main() -> Result<(), after_workspace::BoxError> {
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     say("→ GET /slow");
-    let response = client.get(&server.url("/slow")).await?;
+    let response = client.get(&url("/slow")).await?;
     say(format!(
         "← {} \"{}\"",
         response.head.status,
@@ -135,7 +172,8 @@ async fn main() -> Result<(), after_workspace::BoxError> {
     ));
 
     say("shutting down: the server stops, then the runtime drains (grace 5 s)");
-    server.stop().await?;
+    let _ = tour_over.send(());
+    server.await??;
     let report = runtime.shutdown(Duration::from_secs(5)).await;
     say(format!("drained: {report}"));
     let s = report.stats;

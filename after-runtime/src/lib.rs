@@ -57,6 +57,57 @@
 //! belongs in a durable queue (a table your handler writes in its transaction, or a
 //! job queue backed by PostgreSQL or Redis).
 //!
+//! # Graceful shutdown
+//!
+//! Stop the server first, so no new request registers work, then drain the runtime.
+//! Orchestrators send SIGTERM and wait a grace period before SIGKILL; keep the drain's
+//! grace inside it.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use after_runtime::{AfterLayer, AfterRuntime};
+//! use axum::{routing::get, Router};
+//!
+//! async fn shutdown_signal() {
+//!     let ctrl_c = async {
+//!         tokio::signal::ctrl_c().await.expect("install the Ctrl-C handler");
+//!     };
+//!     #[cfg(unix)]
+//!     let terminate = async {
+//!         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+//!             .expect("install the SIGTERM handler")
+//!             .recv()
+//!             .await;
+//!     };
+//!     #[cfg(not(unix))]
+//!     let terminate = std::future::pending::<()>();
+//!     tokio::select! {
+//!         () = ctrl_c => {}
+//!         _ = terminate => {}
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! let runtime = AfterRuntime::builder().build();
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hi" }))
+//!     .layer(AfterLayer::new(runtime.clone()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // 1. Stop taking requests and finish the ones in flight.
+//! axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+//! // 2. Let their after work finish; cancel what is left after 20 s.
+//! let report = runtime.shutdown(Duration::from_secs(20)).await;
+//! if !report.cancelled.is_empty() {
+//!     tracing::error!(%report, "after tasks cancelled at shutdown");
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Tasks still waiting when the deadline passes are dropped unrun and running ones are
+//! cancelled at their next `.await`; each is counted, logged, and listed in the
+//! [`ShutdownReport`]. A task that blocks a thread without awaiting cannot be cancelled:
+//! keep blocking work in `spawn_blocking`.
+//!
 //! # Where `after()` works
 //!
 //! [`after()`](fn@after) finds its request through a task-local that [`AfterLayer`]

@@ -1,0 +1,400 @@
+//! A loopback load benchmark: what `AfterLayer`, `#[with_after]` and a 20 ms task in
+//! `after!` cost a real server, next to a plain handler and a hand-written
+//! `tokio::spawn`. No external load tool.
+//!
+//! One process serves the app with `axum::serve` on 127.0.0.1 and drives it with
+//! hyper HTTP/1.1 clients: one keep-alive connection per worker task, each sending
+//! its next request as soon as the previous response body has been read. The variants
+//! run in alternation (A B C D E F, A B C D E F, ...) so they share the machine's
+//! noise, first at 4 connections (not saturated), then at 64 (saturated). Between two
+//! variants the runtime is left to drain, so one variant's tasks never run during
+//! another's measurement.
+//!
+//! ```text
+//! cargo run --release --example load
+//! LOAD_SECONDS=5 LOAD_ROUNDS=5 LOAD_CONNECTIONS=4,64 cargo run --release --example load
+//! cargo run --release --example load -- 2 3      # seconds per round, rounds
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use after_runtime::{AfterLayer, AfterRuntime, with_after};
+use after_workspace::TestServer;
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// The work the 20 ms variants do, inline or after the response.
+const WORK: Duration = Duration::from_millis(20);
+
+/// A variant: its name, the path that serves it, and what it is compared with.
+struct Variant {
+    name: &'static str,
+    path: &'static str,
+}
+
+const VARIANTS: [Variant; 6] = [
+    Variant {
+        name: "plain",
+        path: "/plain",
+    },
+    Variant {
+        name: "plain + AfterLayer",
+        path: "/layer",
+    },
+    Variant {
+        name: "#[with_after] + 1 no-op after!",
+        path: "/with-after",
+    },
+    Variant {
+        name: "manual tokio::spawn no-op",
+        path: "/spawn",
+    },
+    Variant {
+        name: "20 ms inline",
+        path: "/inline-20ms",
+    },
+    Variant {
+        name: "20 ms in after!",
+        path: "/after-20ms",
+    },
+];
+
+const PLAIN: usize = 0;
+const INLINE_20MS: usize = 4;
+const AFTER_20MS: usize = 5;
+
+async fn plain() -> &'static str {
+    "ok"
+}
+
+#[with_after]
+async fn with_after_noop() -> &'static str {
+    after! {}
+    "ok"
+}
+
+async fn spawn_noop() -> &'static str {
+    drop(tokio::spawn(async {}));
+    "ok"
+}
+
+async fn inline_20ms() -> &'static str {
+    tokio::time::sleep(WORK).await;
+    "ok"
+}
+
+#[with_after]
+async fn after_20ms() -> &'static str {
+    after! {
+        tokio::time::sleep(WORK).await;
+    }
+    "ok"
+}
+
+fn app(runtime: &AfterRuntime) -> Router {
+    let layer = AfterLayer::new(runtime.clone());
+    Router::new()
+        .route("/plain", get(plain))
+        .route("/layer", get(plain).layer(layer.clone()))
+        .route("/with-after", get(with_after_noop).layer(layer.clone()))
+        .route("/spawn", get(spawn_noop))
+        .route("/inline-20ms", get(inline_20ms))
+        .route("/after-20ms", get(after_20ms).layer(layer))
+}
+
+/// What one worker saw in one run: response latencies in microseconds, and failures.
+#[derive(Default)]
+struct Sample {
+    latencies_us: Vec<u32>,
+    errors: u64,
+}
+
+/// One variant at one connection count, over all rounds.
+#[derive(Default)]
+struct Totals {
+    latencies_us: Vec<u32>,
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    /// Requests per second of each round, to compare round by round.
+    per_round: Vec<f64>,
+}
+
+impl Totals {
+    fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_us(&mut self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies_us.sort_unstable();
+        let rank = (p * (self.latencies_us.len() - 1) as f64).round() as usize;
+        f64::from(self.latencies_us[rank])
+    }
+}
+
+type Sender = SendRequest<Empty<Bytes>>;
+
+async fn connect(addr: std::net::SocketAddr) -> Sender {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            eprintln!("connection error: {err}");
+        }
+    });
+    sender
+}
+
+/// Sends requests for `path` on `sender`, one at a time, until `deadline`.
+async fn worker(
+    mut sender: Sender,
+    authority: String,
+    path: &'static str,
+    deadline: Instant,
+) -> (Sender, Sample) {
+    let mut sample = Sample::default();
+    let uri: http::Uri = format!("http://{authority}{path}").parse().expect("uri");
+    while Instant::now() < deadline {
+        let request = http::Request::get(uri.clone())
+            .header(http::header::HOST, authority.as_str())
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let start = Instant::now();
+        let ok = async {
+            sender.ready().await.ok()?;
+            let response = sender.send_request(request).await.ok()?;
+            let ok = response.status().is_success();
+            response.into_body().collect().await.ok()?;
+            Some(ok)
+        }
+        .await;
+        let took = start.elapsed();
+        match ok {
+            Some(true) => {
+                let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+                sample.latencies_us.push(us);
+            }
+            Some(false) => sample.errors += 1,
+            None => {
+                sample.errors += 1;
+                // The connection is gone; no point spinning on it.
+                break;
+            }
+        }
+    }
+    (sender, sample)
+}
+
+/// Runs every sender against `path` for `duration`; returns the senders, the samples
+/// merged, and the wall time of the run.
+async fn run(
+    senders: Vec<Sender>,
+    authority: &str,
+    path: &'static str,
+    duration: Duration,
+) -> (Vec<Sender>, Sample, Duration) {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let workers: Vec<_> = senders
+        .into_iter()
+        .map(|sender| tokio::spawn(worker(sender, authority.to_owned(), path, deadline)))
+        .collect();
+    let mut senders = Vec::with_capacity(workers.len());
+    let mut merged = Sample::default();
+    for worker in workers {
+        let (sender, sample) = worker.await.expect("worker panicked");
+        senders.push(sender);
+        merged.latencies_us.extend(sample.latencies_us);
+        merged.errors += sample.errors;
+    }
+    (senders, merged, start.elapsed())
+}
+
+/// Waits until no after task is pending or running, so the next variant runs on a
+/// quiet runtime.
+async fn settle(runtime: &AfterRuntime) {
+    loop {
+        let stats = runtime.stats();
+        if stats.pending + stats.running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Let closing work (timers, wake-ups) finish too.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+struct Settings {
+    seconds: f64,
+    rounds: usize,
+    connections: Vec<usize>,
+}
+
+impl Settings {
+    /// `LOAD_SECONDS` / `LOAD_ROUNDS` / `LOAD_CONNECTIONS`, or the first two as
+    /// positional arguments.
+    fn from_env() -> Self {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let pick = |arg: usize, var: &str| {
+            args.get(arg)
+                .cloned()
+                .or_else(|| std::env::var(var).ok())
+                .filter(|v| !v.is_empty())
+        };
+        let seconds = pick(0, "LOAD_SECONDS").map_or(2.0, |v| v.parse().expect("seconds"));
+        let rounds = pick(1, "LOAD_ROUNDS").map_or(3, |v| v.parse().expect("rounds"));
+        let connections = pick(2, "LOAD_CONNECTIONS").map_or(vec![4, 64], |v| {
+            v.split(',')
+                .map(|c| c.trim().parse().expect("connections"))
+                .collect()
+        });
+        Settings {
+            seconds,
+            rounds,
+            connections,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let settings = Settings::from_env();
+    let duration = Duration::from_secs_f64(settings.seconds);
+    let runtime = AfterRuntime::builder().max_pending(100_000).build();
+    let server = TestServer::start(app(&runtime)).await.expect("server");
+    let authority = server.addr.to_string();
+    let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "# after-runtime loopback load\n\n{} s per variant per round, {} rounds, connections {:?}, \
+         HTTP/1.1 keep-alive, one tokio multi-thread runtime ({workers} workers) for server \
+         and clients, {} available cores\n",
+        settings.seconds, settings.rounds, settings.connections, workers
+    );
+
+    let mut results: BTreeMap<(usize, usize), Totals> = BTreeMap::new();
+    for &connections in &settings.connections {
+        let mut senders = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            senders.push(connect(server.addr).await);
+        }
+        // Warm-up: every variant once, unrecorded.
+        for variant in &VARIANTS {
+            let (back, _, _) = run(senders, &authority, variant.path, duration / 4).await;
+            senders = back;
+            settle(&runtime).await;
+        }
+        for round in 0..settings.rounds {
+            for (index, variant) in VARIANTS.iter().enumerate() {
+                let (back, sample, elapsed) = run(senders, &authority, variant.path, duration).await;
+                senders = back;
+                let totals = results.entry((connections, index)).or_default();
+                let requests = sample.latencies_us.len() as u64;
+                totals.requests += requests;
+                totals.errors += sample.errors;
+                totals.elapsed += elapsed;
+                totals.per_round.push(requests as f64 / elapsed.as_secs_f64());
+                totals.latencies_us.extend(sample.latencies_us);
+                eprintln!(
+                    "conns {connections:>3} round {} {:<32} {:>9.0} req/s",
+                    round + 1,
+                    variant.name,
+                    requests as f64 / elapsed.as_secs_f64()
+                );
+                settle(&runtime).await;
+            }
+        }
+        drop(senders);
+    }
+
+    server.stop().await.expect("server stopped");
+    let report = runtime.shutdown(Duration::from_secs(30)).await;
+
+    print_table(&mut results, &settings);
+    println!("\nAfterRuntime final stats (after shutdown): {:?}", report.stats);
+    println!("Shutdown report: {report}");
+}
+
+fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settings) {
+    println!(
+        "| variant | conns | req/s | p50 | p99 | req/s vs plain | p50 vs plain | p99 vs plain | \
+         per-round req/s vs plain (min–max) | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &connections in &settings.connections {
+        let mut plain = results.remove(&(connections, PLAIN)).unwrap_or_default();
+        let (plain_rps, plain_p50, plain_p99) = (
+            plain.throughput(),
+            plain.percentile_us(0.50),
+            plain.percentile_us(0.99),
+        );
+        let plain_rounds = plain.per_round.clone();
+        results.insert((connections, PLAIN), plain);
+        let mut summary = Vec::new();
+        for (index, variant) in VARIANTS.iter().enumerate() {
+            let Some(totals) = results.get_mut(&(connections, index)) else {
+                continue;
+            };
+            let (rps, p50, p99) = (
+                totals.throughput(),
+                totals.percentile_us(0.50),
+                totals.percentile_us(0.99),
+            );
+            let round_ratios: Vec<f64> = totals
+                .per_round
+                .iter()
+                .zip(&plain_rounds)
+                .map(|(v, p)| v / p)
+                .collect();
+            let min = round_ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = round_ratios
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
+            println!(
+                "| {} | {connections} | {rps:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {min:.3}–{max:.3} | {} |",
+                variant.name,
+                format_us(p50),
+                format_us(p99),
+                rps / plain_rps,
+                p50 / plain_p50,
+                p99 / plain_p99,
+                totals.errors,
+            );
+            summary.push((rps, p50, p99));
+        }
+        if let (Some(inline), Some(after)) = (summary.get(INLINE_20MS), summary.get(AFTER_20MS)) {
+            println!(
+                "| 20 ms in after! vs 20 ms inline | {connections} | | | | {:.3} | {:.3} | {:.3} | | |",
+                after.0 / inline.0,
+                after.1 / inline.1,
+                after.2 / inline.2,
+            );
+        }
+    }
+    println!(
+        "\nRatios: req/s ratio > 1 is faster than plain; latency ratio < 1 is faster. \
+         {} s per variant per round × {} rounds; latencies are from sending the request to \
+         reading the whole body.",
+        settings.seconds, settings.rounds
+    );
+}
+
+fn format_us(us: f64) -> String {
+    if us >= 1_000.0 {
+        format!("{:.2} ms", us / 1_000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
