@@ -82,7 +82,9 @@ async fn slow() -> &'static str {
 /// process).
 async fn shutdown_signal() {
     let ctrl_c = async {
-        tokio::signal::ctrl_c().await.expect("install the Ctrl-C handler");
+        tokio::signal::ctrl_c()
+            .await
+            .expect("install the Ctrl-C handler");
     };
     #[cfg(unix)]
     let terminate = async {
@@ -131,7 +133,9 @@ async fn main() -> Result<(), after_workspace::BoxError> {
             .into_future(),
     );
     let url = |path: &str| format!("http://{addr}{path}");
-    say(format!("server listening on http://{addr} (Ctrl-C to stop early)"));
+    say(format!(
+        "server listening on http://{addr} (Ctrl-C to stop early)"
+    ));
     let client = Client::new(Version::Http1);
 
     say("→ POST /orders/1 (its audit task takes 150 ms)");

@@ -3,6 +3,7 @@
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::quote;
+use syn::visit::Visit;
 use syn::visit_mut::VisitMut;
 use syn::{FnArg, Ident, ItemFn};
 
@@ -47,7 +48,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         ));
     }
 
-    let mut rewriter = Rewriter::new(&args.krate);
+    let user_bound = bound_names(&func)
+        .into_iter()
+        .filter(|name| name == "headers" || name == "cookies")
+        .collect();
+    let mut rewriter = Rewriter::new(&args.krate, user_bound);
     rewriter.visit_block_mut(&mut func.block);
 
     let krate = &args.krate;
@@ -66,6 +71,25 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 
     let errors = errors.map(syn::Error::into_compile_error);
     quote!(#func #errors)
+}
+
+/// The names the handler's parameters bind, including inside patterns such as
+/// `State(headers)`.
+fn bound_names(func: &ItemFn) -> Vec<String> {
+    struct Names(Vec<String>);
+    impl<'ast> Visit<'ast> for Names {
+        fn visit_pat_ident(&mut self, pat: &'ast syn::PatIdent) {
+            self.0.push(pat.ident.to_string());
+            syn::visit::visit_pat_ident(self, pat);
+        }
+    }
+    let mut names = Names(Vec::new());
+    for input in &func.sig.inputs {
+        if let FnArg::Typed(typed) = input {
+            names.visit_pat(&typed.pat);
+        }
+    }
+    names.0
 }
 
 fn is_fn(item: &TokenStream) -> bool {

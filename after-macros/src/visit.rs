@@ -28,17 +28,29 @@ pub(crate) fn context_ident() -> Ident {
 /// Rewrites every `after!` it reaches.
 pub(crate) struct Rewriter<'a> {
     krate: &'a Path,
+    /// `headers` / `cookies` when the handler binds them itself (as parameters): then
+    /// the user's variable wins and the block binds nothing under that name.
+    user_bound: Vec<String>,
     /// Whether some block mentions `headers` or `cookies`, so the handler must capture
     /// the request's header map.
     pub(crate) captures_request: bool,
 }
 
 impl<'a> Rewriter<'a> {
-    pub(crate) fn new(krate: &'a Path) -> Self {
+    pub(crate) fn new(krate: &'a Path, user_bound: Vec<String>) -> Self {
         Rewriter {
             krate,
+            user_bound,
             captures_request: false,
         }
+    }
+
+    /// Where the block uses the context variable `name`, unless the user bound it.
+    fn uses(&self, tokens: &TokenStream, name: &str) -> Option<Span> {
+        if self.user_bound.iter().any(|bound| bound == name) {
+            return None;
+        }
+        mention(tokens, name)
     }
 
     fn is_after(&self, mac: &Macro) -> bool {
@@ -77,8 +89,8 @@ impl<'a> Rewriter<'a> {
             .last()
             .map_or_else(Span::call_site, |s| s.ident.span());
         let tokens = std::mem::take(&mut mac.tokens);
-        let headers = mention(&tokens, "headers");
-        let cookies = mention(&tokens, "cookies");
+        let headers = self.uses(&tokens, "headers");
+        let cookies = self.uses(&tokens, "cookies");
         self.captures_request |= headers.is_some() || cookies.is_some();
 
         let block = match Block::parse_within.parse2(tokens.clone()) {
@@ -157,12 +169,20 @@ impl VisitMut for Rewriter<'_> {
 }
 
 /// The span of the first use of `name` as a variable in `tokens` (not as a field or
-/// method after a `.`), looking inside groups.
+/// method after a `.`), looking inside groups and inline format arguments
+/// (`"{headers:?}"`).
 fn mention(tokens: &TokenStream, name: &str) -> Option<Span> {
     let mut after_dot = false;
+    let inline = [format!("{{{name}}}"), format!("{{{name}:")];
     for tree in tokens.clone() {
         match &tree {
             TokenTree::Ident(ident) if !after_dot && ident == name => return Some(ident.span()),
+            TokenTree::Literal(lit) => {
+                let text = lit.to_string();
+                if text.starts_with('"') && inline.iter().any(|i| text.contains(i.as_str())) {
+                    return Some(lit.span());
+                }
+            }
             TokenTree::Group(group) => {
                 if let Some(span) = mention(&group.stream(), name) {
                     return Some(span);

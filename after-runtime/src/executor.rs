@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::error::AfterError;
 use crate::metrics;
 use crate::runtime::AfterRuntime;
-use crate::scope::{RUNNING, RequestScope};
+use crate::scope::{CURRENT, Current, RequestScope};
 use crate::task::Job;
 
 /// How a running task ended.
@@ -40,13 +40,29 @@ impl Drop for Counted {
     }
 }
 
-pub(crate) async fn run(runtime: AfterRuntime, scope: Arc<RequestScope>, job: Job) {
-    let Job { future, location } = job;
-    let mut counted = Counted {
+/// The future a task runs as. Its guard exists before the first poll, so a future
+/// tokio drops unpolled (spawned onto a runtime that is shutting down) is still
+/// counted.
+pub(crate) fn run(
+    runtime: AfterRuntime,
+    scope: Arc<RequestScope>,
+    job: Job,
+) -> impl Future<Output = ()> + Send {
+    let counted = Counted {
         runtime: runtime.clone(),
-        location,
+        location: job.location,
         end: None,
     };
+    run_counted(runtime, scope, job, counted)
+}
+
+async fn run_counted(
+    runtime: AfterRuntime,
+    scope: Arc<RequestScope>,
+    job: Job,
+    mut counted: Counted,
+) {
+    let Job { future, location } = job;
     let span = tracing::info_span!(
         parent: None,
         "after_task",
@@ -57,8 +73,11 @@ pub(crate) async fn run(runtime: AfterRuntime, scope: Arc<RequestScope>, job: Jo
     span.follows_from(&scope.span);
 
     let started = std::time::Instant::now();
-    let task = RUNNING
-        .scope(scope.clone(), AssertUnwindSafe(future).catch_unwind())
+    let task = CURRENT
+        .scope(
+            Current::Running(scope.clone()),
+            AssertUnwindSafe(future).catch_unwind(),
+        )
         .instrument(span.clone());
     let timed = async {
         match runtime.task_timeout() {

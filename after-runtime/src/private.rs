@@ -10,7 +10,7 @@ use http::request::Parts;
 
 use crate::context::{Cookies, Headers};
 use crate::runtime::AfterRuntime;
-use crate::scope::{REQUEST, Release, RequestScope};
+use crate::scope::{self, Release, RequestScope};
 pub use crate::task::Location;
 use crate::task::{Job, TaskOutput};
 
@@ -66,9 +66,9 @@ impl<S: Send + Sync, const CAPTURE: bool> FromRequestParts<S> for Request<CAPTUR
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        let (scope, release) = match REQUEST.try_with(|slot| slot.scope().clone()) {
-            Ok(scope) => (scope, None),
-            Err(_) => {
+        let (scope, release) = match scope::layer_scope() {
+            Some(scope) => (scope, None),
+            None => {
                 let scope = Arc::new(RequestScope::new(
                     AfterRuntime::global(),
                     parts.method.clone(),

@@ -1,5 +1,6 @@
 //! The runtime handle: admission, the bounded executor queue, counts, and shutdown.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -18,6 +19,10 @@ use crate::scope::RequestScope;
 use crate::stats::{ShutdownReport, Stats};
 use crate::task::Job;
 use crate::task::Location;
+
+/// How long `shutdown` waits, after cancelling at the deadline, for cancelled tasks
+/// to reach their next poll.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -164,6 +169,10 @@ impl AfterRuntime {
     /// report. Afterwards every registration is rejected with
     /// [`AfterErrorKind::ShutDown`]. Calling it again returns the final report at once.
     ///
+    /// A cancelled task that does not reach its next `.await` within 5 seconds (it
+    /// blocks its thread) is left behind: `shutdown` returns and the report counts it
+    /// as still running.
+    ///
     /// ```
     /// use std::time::Duration;
     /// # use after_runtime::AfterRuntime;
@@ -182,12 +191,20 @@ impl AfterRuntime {
             }
         }
         shared.tracker.close();
-        let drained = tokio::time::timeout(grace, shared.tracker.wait())
-            .await
-            .is_ok();
+        let deadline = tokio::time::Instant::now() + grace;
+        let drained = loop {
+            let waited = tokio::time::timeout_at(deadline, shared.tracker.wait()).await;
+            // A request may have started between the wait ending and this check;
+            // only close once nothing is in flight, or the deadline has passed.
+            let mut state = shared.state();
+            let idle = shared.tracker.is_empty();
+            if idle || waited.is_err() {
+                state.phase = Phase::Closed;
+                break idle;
+            }
+        };
 
         let dropped = self.update(|state| {
-            state.phase = Phase::Closed;
             let dropped: Vec<_> = state.queue.drain(..).collect();
             let n = dropped.len() as u64;
             state.stats.pending -= n;
@@ -207,15 +224,20 @@ impl AfterRuntime {
 
         if !drained {
             shared.cancel.cancel();
-            loop {
-                let idle = shared.idle.notified();
-                tokio::pin!(idle);
-                idle.as_mut().enable();
-                if shared.state().stats.running == 0 {
-                    break;
+            // Cancelled tasks stop at their next poll. One blocking its thread never
+            // does: stop waiting after a bound and report it as still running.
+            let stopped = async {
+                loop {
+                    let idle = shared.idle.notified();
+                    tokio::pin!(idle);
+                    idle.as_mut().enable();
+                    if shared.state().stats.running == 0 {
+                        break;
+                    }
+                    idle.await;
                 }
-                idle.await;
-            }
+            };
+            let _ = tokio::time::timeout(CANCEL_WAIT, stopped).await;
         }
 
         let state = shared.state();
@@ -263,13 +285,14 @@ impl AfterRuntime {
         enum Next {
             Start(Arc<RequestScope>, Job),
             Queued,
-            Cancelled(Arc<RequestScope>, Location),
+            Cancelled(Arc<RequestScope>, Job),
         }
         let next = self.update(|state| {
             if state.phase == Phase::Closed {
                 state.stats.pending -= 1;
                 state.stats.cancelled += 1;
-                Next::Cancelled(scope, job.location)
+                state.cancelled_at.push(job.location);
+                Next::Cancelled(scope, job)
             } else if state.stats.running < self.shared.config.max_concurrency as u64 {
                 state.stats.pending -= 1;
                 state.stats.running += 1;
@@ -281,8 +304,14 @@ impl AfterRuntime {
         });
         match next {
             Next::Start(scope, job) => self.spawn(scope, job),
-            Next::Cancelled(scope, location) => {
-                executor::log_cancelled(&scope, location, "its response finished after shutdown");
+            Next::Cancelled(scope, job) => {
+                executor::log_cancelled(
+                    &scope,
+                    job.location,
+                    "its response finished after shutdown",
+                );
+                // Dropped here, outside the lock: its captures may run any code.
+                drop(job);
             }
             Next::Queued => {}
         }
@@ -290,12 +319,18 @@ impl AfterRuntime {
 
     fn spawn(&self, scope: Arc<RequestScope>, job: Job) {
         let location = job.location;
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
+        // The request's own runtime, so tasks never land on another one that happens
+        // to be current where a sibling finished.
+        let handle = scope
+            .handle
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok());
+        match handle {
+            Some(handle) => {
                 let task = executor::run(self.clone(), scope, job);
                 self.shared.tracker.spawn_on(task, &handle);
             }
-            Err(_) => {
+            None => {
                 executor::log_cancelled(
                     &scope,
                     location,
@@ -308,6 +343,38 @@ impl AfterRuntime {
 
     /// A running task ended: counts it and starts the next waiting one.
     pub(crate) fn finish(&self, end: End, location: Location) {
+        // Starting the next task can end one synchronously (tokio drops futures
+        // spawned onto a runtime that is shutting down), which calls `finish` again.
+        // Run those calls one after another here instead of nesting them, so a long
+        // queue cannot overflow the stack.
+        thread_local! {
+            static FINISHING: Cell<bool> = const { Cell::new(false) };
+            static DEFERRED: RefCell<VecDeque<(AfterRuntime, End, Location)>> =
+                const { RefCell::new(VecDeque::new()) };
+        }
+        let nested = FINISHING.try_with(|f| f.replace(true)).unwrap_or(false);
+        if nested {
+            let runtime = self.clone();
+            let queued = DEFERRED
+                .try_with(|d| d.borrow_mut().push_back((runtime, end, location)))
+                .is_ok();
+            if !queued {
+                self.finish_one(end, location);
+            }
+            return;
+        }
+        self.finish_one(end, location);
+        while let Some((runtime, end, location)) = DEFERRED
+            .try_with(|d| d.borrow_mut().pop_front())
+            .ok()
+            .flatten()
+        {
+            runtime.finish_one(end, location);
+        }
+        let _ = FINISHING.try_with(|f| f.set(false));
+    }
+
+    fn finish_one(&self, end: End, location: Location) {
         let (next, idle) = self.update(|state| {
             let stats = &mut state.stats;
             stats.running -= 1;

@@ -17,10 +17,18 @@ use crate::task::Location;
 use crate::task::{Job, TaskOutput};
 
 tokio::task_local! {
+    /// The innermost scope a registration made here belongs to.
+    pub(crate) static CURRENT: Current;
+}
+
+/// What [`CURRENT`] holds. One task-local, so the innermost scope wins: a request
+/// served in-process from inside a running task gets its own scope.
+#[derive(Debug)]
+pub(crate) enum Current {
     /// Set by `AfterLayer` around the inner service's future.
-    pub(crate) static REQUEST: Slot;
+    Request(Slot),
     /// Set by the executor around a running task.
-    pub(crate) static RUNNING: Arc<RequestScope>;
+    Running(Arc<RequestScope>),
 }
 
 /// One request's tasks, and what they may read of it.
@@ -30,6 +38,8 @@ pub(crate) struct RequestScope {
     pub(crate) uri: Uri,
     /// The span current when the request entered; task spans follow from it.
     pub(crate) span: tracing::Span,
+    /// The tokio runtime the request is served on, where its tasks are spawned.
+    pub(crate) handle: Option<tokio::runtime::Handle>,
     headers: OnceLock<Arc<HeaderMap>>,
     cookies: OnceLock<CookieJar>,
     state: Mutex<State>,
@@ -67,6 +77,7 @@ impl RequestScope {
             method,
             uri,
             span,
+            handle: tokio::runtime::Handle::try_current().ok(),
             headers: OnceLock::new(),
             cookies: OnceLock::new(),
             state: Mutex::new(State::Open {
@@ -267,14 +278,33 @@ impl std::fmt::Debug for Slot {
 /// The scope a registration made here belongs to: the running task's, else the
 /// request's under `AfterLayer`.
 pub(crate) fn current() -> Option<Arc<RequestScope>> {
-    RUNNING
-        .try_with(Arc::clone)
+    CURRENT
+        .try_with(|current| match current {
+            Current::Request(slot) => slot.scope().clone(),
+            Current::Running(scope) => scope.clone(),
+        })
         .ok()
-        .or_else(|| REQUEST.try_with(|slot| slot.scope().clone()).ok())
+}
+
+/// The request scope `AfterLayer` set, if this code runs inside one.
+pub(crate) fn layer_scope() -> Option<Arc<RequestScope>> {
+    CURRENT
+        .try_with(|current| match current {
+            Current::Request(slot) => Some(slot.scope().clone()),
+            Current::Running(_) => None,
+        })
+        .ok()
+        .flatten()
 }
 
 pub(crate) fn running_outcome() -> Option<Outcome> {
-    RUNNING.try_with(|scope| scope.outcome()).ok().flatten()
+    CURRENT
+        .try_with(|current| match current {
+            Current::Running(scope) => scope.outcome(),
+            Current::Request(_) => None,
+        })
+        .ok()
+        .flatten()
 }
 
 /// Runs `future` after the current request's response has been sent.
@@ -287,8 +317,8 @@ pub(crate) fn running_outcome() -> Option<Outcome> {
 ///
 /// # Errors
 ///
-/// Outside a request scope, [`AfterErrorKind::NoScope`]: the future is returned
-/// unrun, never silently dropped. After shutdown or past `max_pending`,
+/// Outside a request scope, [`AfterErrorKind::NoScope`]: the future is dropped unrun
+/// and the caller told, never silently. After shutdown or past `max_pending`,
 /// [`AfterErrorKind::ShutDown`] or [`AfterErrorKind::Overloaded`], also counted in
 /// [`Stats::rejected`](crate::Stats::rejected).
 ///

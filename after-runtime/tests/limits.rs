@@ -242,3 +242,30 @@ async fn at_the_deadline_waiting_and_running_tasks_are_cancelled_and_listed() {
     let text = report.to_string();
     assert!(text.contains(&format!("cancelled: {}:", file!())), "{text}");
 }
+
+#[test]
+fn tasks_dropped_with_their_tokio_runtime_are_still_counted() {
+    let runtime = AfterRuntime::builder().max_concurrency(1).build();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        request(&runtime, || async {
+            for _ in 0..1_000 {
+                after(std::future::pending::<()>()).unwrap();
+            }
+        })
+        .await;
+        tokio::task::yield_now().await; // the first task is running
+    });
+    // Dropping the tokio runtime drops the running task; each queued one is then
+    // spawned onto the dying runtime and dropped unpolled, one after another.
+    drop(tokio);
+    let s = runtime.stats();
+    assert_eq!(
+        (s.registered, s.cancelled, s.pending, s.running),
+        (1_000, 1_000, 0, 0),
+        "{s:?}"
+    );
+}

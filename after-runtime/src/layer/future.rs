@@ -9,20 +9,20 @@ use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 
 use super::body::AfterBody;
-use crate::scope::Slot;
+use crate::scope::Current;
 
 pin_project! {
     /// Runs the inner service's future inside the request scope, and hands the
     /// scope to the response body.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: TaskLocalFuture<Slot, F>,
+        inner: TaskLocalFuture<Current, F>,
         is_head: bool,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: TaskLocalFuture<Slot, F>, is_head: bool) -> Self {
+    pub(crate) fn new(inner: TaskLocalFuture<Current, F>, is_head: bool) -> Self {
         ResponseFuture { inner, is_head }
     }
 }
@@ -46,7 +46,10 @@ where
         // Dropping a slot that holds a scope releases it as "not produced".
         let slot = this.inner.take_value();
         Poll::Ready(result.map(|response| {
-            let release = slot.and_then(|slot| slot.into_release(response.status()));
+            let release = match slot {
+                Some(Current::Request(slot)) => slot.into_release(response.status()),
+                _ => None,
+            };
             let is_head = *this.is_head;
             response.map(|body| AfterBody::new(body, release, is_head))
         }))
