@@ -54,18 +54,21 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         .collect();
     let mut rewriter = Rewriter::new(&args.krate, user_bound);
     rewriter.visit_block_mut(&mut func.block);
+    if let Some(error) = rewriter.errors.take() {
+        push(error);
+    }
 
     let krate = &args.krate;
     let captures_request = rewriter.captures_request;
     let request = Ident::new("__after_request", Span::mixed_site());
     let after = context_ident();
     let param: FnArg = syn::parse_quote! {
-        #request: #krate::__private::Request<#captures_request>
+        #request: #krate::__private::Scope<#captures_request>
     };
     func.sig.inputs.insert(0, param);
     let block = &func.block;
     func.block = syn::parse_quote!({
-        let #after = #krate::__private::Request::context(&#request);
+        let #after = #krate::__private::Scope::context(&#request);
         #block
     });
 

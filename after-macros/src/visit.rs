@@ -2,21 +2,26 @@
 //! registration.
 //!
 //! What the visitor descends into is a decision, each with a test:
-//! - blocks, `if`/`match` arms, loops and `let else`: yes, the registration runs
+//! - blocks, `if`/`match` arms, loops and `let else`: yes; the registration runs
 //!   wherever control flow reaches it (once per loop iteration).
-//! - closures and async blocks: yes; they borrow the handler's hidden context, so they
-//!   work when awaited or called inside the handler.
+//! - closures and async blocks: yes. A `move` closure or `async move` block that
+//!   contains an `after!` gets its own clone of the request context, so it may
+//!   outlive the handler (`tokio::spawn(async move { after! { ... } })`); a task
+//!   registered after the response is finished starts at once.
 //! - the body of an `after!` block: yes; a nested `after!` registers a nested task
 //!   with the running task's context (DESIGN S7).
-//! - nested items (`fn`, `impl`, `mod`): no; they cannot see the handler's request, so
-//!   an `after!` there reaches the fallback macro and its compile error.
-//! - other macros' token streams: no; their grammar is theirs (see the crate docs).
+//! - other macros' token streams (`tokio::select!` arms, `vec![...]`): yes, by
+//!   tokens: every `after! { ... }` in them is rewritten in place, and the host macro
+//!   decides whether it is in a place an expression may be.
+//! - nested items (`fn`, `impl`, `mod`): no; they cannot see the handler's request,
+//!   so an `after!` there reaches the fallback macro and its compile error.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
-use quote::{quote, quote_spanned};
-use syn::parse::Parser;
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
 use syn::visit_mut::{self, VisitMut};
-use syn::{Block, Expr, Ident, Item, Macro, Path, Stmt};
+use syn::{Block, Expr, Ident, Item, Macro, Path, Stmt, Token};
 
 /// The name of the hidden binding that holds the request context, `&Context` in the
 /// handler and `Context` inside a running task. Mixed-site hygiene keeps it out of
@@ -34,6 +39,53 @@ pub(crate) struct Rewriter<'a> {
     /// Whether some block mentions `headers` or `cookies`, so the handler must capture
     /// the request's header map.
     pub(crate) captures_request: bool,
+    /// How many `after!` were rewritten so far.
+    found: usize,
+    pub(crate) errors: Option<syn::Error>,
+}
+
+/// The input of one `after!`: an optional capture list, then the block's statements.
+struct AfterInput {
+    clones: Vec<Ident>,
+    body: TokenStream,
+}
+
+impl Parse for AfterInput {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        // `after!(clone(a, b) { ... })`: the only form with a leading `clone(...)`
+        // followed by a braced block and nothing else.
+        let fork = input.fork();
+        let capture_list =
+            fork.parse::<Ident>().is_ok_and(|i| i == "clone") && fork.peek(syn::token::Paren) && {
+                let _ = fork.parse::<Group>();
+                fork.peek(syn::token::Brace)
+            };
+        if !capture_list {
+            return Ok(AfterInput {
+                clones: Vec::new(),
+                body: input.parse()?,
+            });
+        }
+        input.parse::<Ident>()?;
+        let list;
+        syn::parenthesized!(list in input);
+        let names = Punctuated::<Ident, Token![,]>::parse_terminated(&list).map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected variable names separated by commas, as in `after!(clone(db, mailer) { ... })`",
+            )
+        })?;
+        let body;
+        syn::braced!(body in input);
+        let body: TokenStream = body.parse()?;
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the `after!` block"));
+        }
+        Ok(AfterInput {
+            clones: names.into_iter().collect(),
+            body,
+        })
+    }
 }
 
 impl<'a> Rewriter<'a> {
@@ -42,6 +94,15 @@ impl<'a> Rewriter<'a> {
             krate,
             user_bound,
             captures_request: false,
+            found: 0,
+            errors: None,
+        }
+    }
+
+    fn error(&mut self, error: syn::Error) {
+        match &mut self.errors {
+            Some(all) => all.combine(error),
+            None => self.errors = Some(error),
         }
     }
 
@@ -53,47 +114,32 @@ impl<'a> Rewriter<'a> {
         mention(tokens, name)
     }
 
+    /// `after!`, or a path ending in `::after!` (`after_runtime::after!`, or the
+    /// runtime re-exported under another name).
     fn is_after(&self, mac: &Macro) -> bool {
-        let path = &mac.path;
-        if path.is_ident("after") {
-            return true;
-        }
-        // `after_runtime::after!` or `<crate = ...>::after!`.
-        let Some(last) = path.segments.last() else {
-            return false;
-        };
-        if last.ident != "after" || path.segments.len() < 2 {
-            return false;
-        }
-        let prefix: Vec<String> = path
-            .segments
-            .iter()
-            .take(path.segments.len() - 1)
-            .map(|s| s.ident.to_string())
-            .collect();
-        let krate: Vec<String> = self
-            .krate
-            .segments
-            .iter()
-            .map(|s| s.ident.to_string())
-            .collect();
-        prefix == ["after_runtime"] || prefix == krate
-    }
-
-    /// Replaces the macro's input with the registration the fallback `after!` passes
-    /// through unchanged, so the user's `use after_runtime::after;` stays used.
-    fn rewrite(&mut self, mac: &mut Macro) {
-        let span = mac
-            .path
+        mac.path
             .segments
             .last()
-            .map_or_else(Span::call_site, |s| s.ident.span());
-        let tokens = std::mem::take(&mut mac.tokens);
-        let headers = self.uses(&tokens, "headers");
-        let cookies = self.uses(&tokens, "cookies");
+            .is_some_and(|last| last.ident == "after")
+    }
+
+    /// Replaces an `after!` input with the registration it stands for. The macro
+    /// itself stays: the fallback `after!` passes `@__after_expanded` input through
+    /// unchanged, so the user's `use after_runtime::after;` stays used.
+    fn rewrite_input(&mut self, tokens: TokenStream, span: Span) -> TokenStream {
+        self.found += 1;
+        let input = match AfterInput::parse.parse2(tokens) {
+            Ok(input) => input,
+            Err(error) => {
+                self.error(error);
+                return quote!(@__after_expanded ());
+            }
+        };
+        let headers = self.uses(&input.body, "headers");
+        let cookies = self.uses(&input.body, "cookies");
         self.captures_request |= headers.is_some() || cookies.is_some();
 
-        let block = match Block::parse_within.parse2(tokens.clone()) {
+        let block = match Block::parse_within.parse2(input.body.clone()) {
             Ok(stmts) => {
                 let mut block = Block {
                     brace_token: Default::default(),
@@ -105,7 +151,7 @@ impl<'a> Rewriter<'a> {
             }
             // Leave the tokens as they are so rustc reports the syntax error at the
             // user's code.
-            Err(_) => tokens,
+            Err(_) => input.body,
         };
 
         let krate = self.krate;
@@ -127,6 +173,9 @@ impl<'a> Rewriter<'a> {
         let start = span.start();
         let line = start.line as u32;
         let column = start.column as u32 + 1;
+        let clones: Vec<TokenStream> = input.clones.iter().map(|name| {
+            quote_spanned!(name.span()=> let #name = ::core::clone::Clone::clone(&#name);)
+        }).collect();
         let register = quote_spanned! {span=>
             #krate::__private::register(
                 &#after,
@@ -138,7 +187,86 @@ impl<'a> Rewriter<'a> {
                 },
             )
         };
-        mac.tokens = quote!(@__after_expanded #register);
+        // Braces only when there is something to clone: `unused_braces` otherwise.
+        let register = if input.clones.is_empty() {
+            register
+        } else {
+            quote_spanned!(span=> { #(#clones)* #register })
+        };
+        quote!(@__after_expanded #register)
+    }
+
+    fn rewrite(&mut self, mac: &mut Macro) {
+        let span = mac
+            .path
+            .segments
+            .last()
+            .map_or_else(Span::call_site, |s| s.ident.span());
+        let tokens = std::mem::take(&mut mac.tokens);
+        mac.tokens = self.rewrite_input(tokens, span);
+    }
+
+    /// Rewrites every `after! <group>` inside another macro's tokens.
+    fn rewrite_tokens(&mut self, tokens: TokenStream) -> TokenStream {
+        let mut out = Vec::new();
+        let mut trees = tokens.into_iter().peekable();
+        while let Some(tree) = trees.next() {
+            match tree {
+                TokenTree::Ident(ident) if ident == "after" => {
+                    let bang =
+                        matches!(trees.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '!');
+                    out.push(TokenTree::Ident(ident.clone()));
+                    if !bang {
+                        continue;
+                    }
+                    out.push(trees.next().expect("peeked"));
+                    match trees.next() {
+                        Some(TokenTree::Group(group)) => {
+                            let rewritten = self.rewrite_input(group.stream(), ident.span());
+                            let mut new = Group::new(group.delimiter(), rewritten);
+                            new.set_span(group.span());
+                            out.push(TokenTree::Group(new));
+                        }
+                        Some(other) => out.push(other),
+                        None => {}
+                    }
+                }
+                TokenTree::Group(group) => {
+                    let mut new =
+                        Group::new(group.delimiter(), self.rewrite_tokens(group.stream()));
+                    new.set_span(group.span());
+                    out.push(TokenTree::Group(new));
+                }
+                other => out.push(other),
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn rewrite_other_macro(&mut self, mac: &mut Macro) {
+        let tokens = std::mem::take(&mut mac.tokens);
+        mac.tokens = self.rewrite_tokens(tokens);
+    }
+
+    /// Gives a `move` closure or `async move` block that registers tasks its own
+    /// clone of the context, so it may outlive the handler.
+    fn own_context(&self, expr: &mut Expr) {
+        let krate = self.krate;
+        let after = context_ident();
+        let rebind: Stmt = syn::parse_quote!(let #after = &#after;);
+        match expr {
+            Expr::Async(block) => block.block.stmts.insert(0, rebind),
+            Expr::Closure(closure) => {
+                let body = &closure.body;
+                *closure.body = syn::parse_quote!({ #rebind #body });
+            }
+            _ => return,
+        }
+        let inner = expr.to_token_stream();
+        *expr = syn::parse_quote!({
+            let #after = #krate::__private::Context::clone(&#after);
+            #inner
+        });
     }
 }
 
@@ -148,23 +276,33 @@ impl VisitMut for Rewriter<'_> {
     }
 
     fn visit_expr_mut(&mut self, expr: &mut Expr) {
-        if let Expr::Macro(m) = expr
-            && self.is_after(&m.mac)
-        {
-            self.rewrite(&mut m.mac);
-            return;
+        match expr {
+            Expr::Macro(m) if self.is_after(&m.mac) => self.rewrite(&mut m.mac),
+            Expr::Macro(m) => self.rewrite_other_macro(&mut m.mac),
+            Expr::Async(block) if block.capture.is_some() => {
+                let before = self.found;
+                visit_mut::visit_expr_mut(self, expr);
+                if self.found > before {
+                    self.own_context(expr);
+                }
+            }
+            Expr::Closure(closure) if closure.capture.is_some() => {
+                let before = self.found;
+                visit_mut::visit_expr_mut(self, expr);
+                if self.found > before {
+                    self.own_context(expr);
+                }
+            }
+            _ => visit_mut::visit_expr_mut(self, expr),
         }
-        visit_mut::visit_expr_mut(self, expr);
     }
 
     fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
-        if let Stmt::Macro(m) = stmt
-            && self.is_after(&m.mac)
-        {
-            self.rewrite(&mut m.mac);
-            return;
+        match stmt {
+            Stmt::Macro(m) if self.is_after(&m.mac) => self.rewrite(&mut m.mac),
+            Stmt::Macro(m) => self.rewrite_other_macro(&mut m.mac),
+            _ => visit_mut::visit_stmt_mut(self, stmt),
         }
-        visit_mut::visit_stmt_mut(self, stmt);
     }
 }
 

@@ -42,27 +42,27 @@ impl fmt::Debug for Context {
 ///
 /// Under `AfterLayer` it joins the layer's scope; without it, it makes its own and
 /// releases it when the handler's future completes or is dropped.
-pub struct Request<const CAPTURE: bool> {
+pub struct Scope<const CAPTURE: bool> {
     context: Context,
     _release: Option<Release>,
 }
 
-impl<const CAPTURE: bool> Request<CAPTURE> {
+impl<const CAPTURE: bool> Scope<CAPTURE> {
     /// The context `after!` registrations use.
     pub fn context(&self) -> &Context {
         &self.context
     }
 }
 
-impl<const CAPTURE: bool> fmt::Debug for Request<CAPTURE> {
+impl<const CAPTURE: bool> fmt::Debug for Scope<CAPTURE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Request")
+        f.debug_struct("Scope")
             .field("context", &self.context)
             .finish_non_exhaustive()
     }
 }
 
-impl<S: Send + Sync, const CAPTURE: bool> FromRequestParts<S> for Request<CAPTURE> {
+impl<S: Send + Sync, const CAPTURE: bool> FromRequestParts<S> for Scope<CAPTURE> {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
@@ -81,7 +81,7 @@ impl<S: Send + Sync, const CAPTURE: bool> FromRequestParts<S> for Request<CAPTUR
         if CAPTURE {
             scope.capture_headers(&parts.headers);
         }
-        Ok(Request {
+        Ok(Scope {
             context: Context(scope),
             _release: release,
         })
