@@ -20,6 +20,7 @@ use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{Block, Expr, Ident, Item, Macro, Path, Stmt, Token};
 
@@ -128,11 +129,16 @@ impl<'a> Rewriter<'a> {
     /// unchanged, so the user's `use after_runtime::after;` stays used.
     fn rewrite_input(&mut self, tokens: TokenStream, span: Span) -> TokenStream {
         self.found += 1;
-        let input = match AfterInput::parse.parse2(tokens) {
+        let input = match AfterInput::parse.parse2(tokens.clone()) {
             Ok(input) => input,
             Err(error) => {
                 self.error(error);
-                return quote!(@__after_expanded ());
+                // Still mention the block's variables, so the one error is the only
+                // diagnostic.
+                let body = tokens.into_iter().last().filter(
+                    |t| matches!(t, TokenTree::Group(g) if g.delimiter() == proc_macro2::Delimiter::Brace),
+                );
+                return quote!(@__after_expanded { let _ = async move #body; });
             }
         };
         let headers = self.uses(&input.body, "headers");
@@ -146,6 +152,7 @@ impl<'a> Rewriter<'a> {
                     stmts,
                 };
                 self.visit_block_mut(&mut block);
+                type_the_final_ok(&mut block, &respan(self.krate.to_token_stream(), span));
                 let stmts = &block.stmts;
                 quote!(#(#stmts)*)
             }
@@ -154,7 +161,9 @@ impl<'a> Rewriter<'a> {
             Err(_) => input.body,
         };
 
-        let krate = self.krate;
+        // The runtime's path carries the block's span, so errors in the generated call
+        // (a non-`Send` capture, a wrong block value) point at the user's `after!`.
+        let krate = &respan(self.krate.to_token_stream(), span);
         let after = context_ident();
         let bind = |name: Option<Span>, getter: &str| {
             name.map(|name_span| {
@@ -331,4 +340,59 @@ fn mention(tokens: &TokenStream, name: &str) -> Option<Span> {
         after_dot = matches!(&tree, TokenTree::Punct(p) if p.as_char() == '.');
     }
     None
+}
+
+/// `tokens` with every token's span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut new = Group::new(group.delimiter(), respan(group.stream(), span));
+                new.set_span(span);
+                tree = TokenTree::Group(new);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
+
+/// A block that uses `?` and ends in a plain `Ok(())` leaves the error type to
+/// inference, which cannot decide between the `From` impls. Give it the runtime's
+/// boxed error, so `?` accepts any error the way `main` with `Box<dyn Error>` does.
+fn type_the_final_ok(block: &mut Block, krate: &TokenStream) {
+    use syn::visit::Visit;
+
+    struct Question(bool);
+    impl<'ast> Visit<'ast> for Question {
+        fn visit_expr_try(&mut self, _: &'ast syn::ExprTry) {
+            self.0 = true;
+        }
+        // `?` there belongs to another body.
+        fn visit_expr_closure(&mut self, _: &'ast syn::ExprClosure) {}
+        fn visit_expr_async(&mut self, _: &'ast syn::ExprAsync) {}
+        fn visit_item(&mut self, _: &'ast Item) {}
+    }
+
+    let mut question = Question(false);
+    for stmt in &block.stmts {
+        question.visit_stmt(stmt);
+    }
+    if !question.0 {
+        return;
+    }
+    let Some(Stmt::Expr(Expr::Call(call), None)) = block.stmts.last_mut() else {
+        return;
+    };
+    let plain_ok = matches!(&*call.func, Expr::Path(p) if p.qself.is_none() && p.path.is_ident("Ok"))
+        && call.args.len() == 1
+        && matches!(&call.args[0], Expr::Tuple(t) if t.elems.is_empty());
+    if plain_ok {
+        let span = call.func.span();
+        *call.func = syn::parse_quote_spanned!(span=>
+            ::core::result::Result::<(), #krate::__private::BoxError>::Ok
+        );
+    }
 }

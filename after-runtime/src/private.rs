@@ -14,6 +14,9 @@ use crate::scope::{self, Release, RequestScope};
 pub use crate::task::Location;
 use crate::task::{Job, TaskOutput};
 
+/// The error type a block with `?` ending in a plain `Ok(())` gets.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A request's scope as generated code holds it: in the handler, and as the argument
 /// of each `after!` closure.
 #[derive(Clone)]

@@ -1,0 +1,10 @@
+use after_runtime::{after, with_after};
+
+#[with_after]
+async fn handler() -> &'static str {
+    after! { println!("x"); }
+    let _ = &__after;
+    "ok"
+}
+
+fn main() {}
