@@ -9,6 +9,9 @@ mod args;
 mod expand;
 mod visit;
 
+#[cfg(test)]
+mod golden;
+
 use proc_macro::TokenStream;
 
 /// Lets an async axum handler register work with `after! { ... }` that runs after the

@@ -148,17 +148,58 @@ pub use task::{Location, TaskOutput};
 /// Lets an async axum handler register work with `after! { ... }` that runs after its
 /// response has been sent.
 ///
-/// Each `after!` block in the handler's body becomes a task. Its captured variables
-/// are moved into it, as with `async move`; inside it `headers` (a [`Headers`],
-/// deref to `http::HeaderMap`) and `cookies` (a [`Cookies`]) are the request's,
-/// captured when it arrived, and bound only when the block mentions them. The block
-/// may end in `()` or `Result<(), E>` with `E: Display`; an `Err` is logged and
-/// counted. A block registers a task each time control reaches it: once per loop
-/// iteration, only in the `if` branch taken.
+/// Each `after!` block in the handler's body becomes a task, registered each time
+/// control reaches it: once per loop iteration, only in the `if` branch taken. It
+/// only enqueues; the handler never waits. Without [`AfterLayer`] the handler's tasks
+/// run on [`AfterRuntime::global`] once its future completes.
+///
+/// # Grammar
+///
+/// ```text
+/// after! { statements }                    // captures are moved in, as with `async move`
+/// after!(clone(a, b, ...) { statements })  // a, b, ... are cloned in first; the rest moved
+/// ```
+///
+/// The block may end in `()` or `Result<(), E>` with `E: Display`; an `Err` is logged
+/// and counted, never seen by the client. A block that uses `?` and ends in a plain
+/// `Ok(())` gets the error type `Box<dyn Error + Send + Sync>`, so `?` accepts any
+/// error; write `Ok::<(), MyError>(())` to choose another.
+///
+/// Inside a block, `headers` (a [`Headers`], deref to `http::HeaderMap`) and `cookies`
+/// (a [`Cookies`]) are the request's, captured when it arrived and shared by all its
+/// tasks. They are bound only when the block mentions them, and only when the
+/// handler does not bind those names itself (then your variable wins). Inside a
+/// running block, another `after!` (or [`after()`](fn@after)) registers a nested task
+/// that starts at once.
+///
+/// # Where `after!` may appear
+///
+/// | place | rewritten? |
+/// |---|---|
+/// | statements, expressions, nested blocks, `if` / `match` arms, loops, `let else` | yes |
+/// | closures and async blocks, including `move` ones that outlive the handler (`tokio::spawn(async move { after! { .. } })`) | yes; `move` ones get their own clone of the request context |
+/// | other macros' tokens (`tokio::select!` arms) | yes, by tokens; the host macro decides whether an expression may stand there |
+/// | nested `fn` items | no: they cannot see the request; the fallback `after!` reports a compile error |
+///
+/// Paths ending in `::after!` (`after_runtime::after!`, or the crate re-exported under
+/// another name, with `#[with_after(crate = "path")]`) are recognised too.
+///
+/// # How it works
 ///
 /// The attribute adds one hidden first extractor (axum runs body extractors last, so
-/// `Json` and friends still work). Without [`AfterLayer`] the handler's tasks run on
-/// [`AfterRuntime::global`] when its future completes.
+/// `Json` and friends still work), leaving 15 of axum's 16 extractor places to you. The
+/// hidden names use mixed-site hygiene, so your code cannot name them. Each block
+/// becomes a closure the runtime calls with the request's context; its `file:line`
+/// is recorded for logs and shutdown reports. `tests/golden/handler.expanded.rs` in
+/// the `after-macros` crate shows a full expansion.
+///
+/// # With other attributes
+///
+/// - `#[with_after]` must be above `#[axum::debug_handler]`: then the hidden extractor
+///   is checked like any other. Below it, `debug_handler` copies the body out of the
+///   attribute's reach, and the fallback `after!` error says to move the attribute up.
+/// - `#[tracing::instrument]` works on either side. Above `#[with_after]` its span
+///   records your arguments only; below, it also records the hidden extractor.
 ///
 /// ```
 /// use after_runtime::{after, with_after};
@@ -174,10 +215,11 @@ pub use task::{Location, TaskOutput};
 /// #[with_after]
 /// async fn create(State(db): State<Db>, Json(item): Json<String>) -> Result<String, StatusCode> {
 ///     let id = db.insert(&item).await?;
-///     after! {
+///     after!(clone(db) {
 ///         let agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
-///         db.audit(id, agent).await
-///     }
+///         db.audit(id, agent).await?;
+///         Ok(())
+///     });
 ///     Ok(format!("created {id}"))
 /// }
 /// # let _: axum::Router = axum::Router::new().route("/", axum::routing::post(create)).with_state(Db);

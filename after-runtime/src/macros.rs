@@ -22,8 +22,8 @@ macro_rules! after {
     ($($block:tt)*) => {
         ::core::compile_error!(
             "`after!` can only be used inside an `async fn` marked `#[with_after]`; \
-             add `#[after_runtime::with_after]` to the handler, or call \
-             `after_runtime::after(future)` instead"
+             add `#[after_runtime::with_after]` to the handler (above `#[axum::debug_handler]`), \
+             or call `after_runtime::after(future)` instead"
         )
     };
 }

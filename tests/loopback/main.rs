@@ -5,6 +5,7 @@ mod always_runs;
 mod context;
 mod delivery;
 mod isolation;
+mod macro_behaviour;
 mod scope;
 mod shutdown;
 

@@ -1,0 +1,84 @@
+//! What the macro's forms do at run time: one task per loop iteration with that
+//! iteration's values, capture lists, `?` with boxed errors, spawned blocks.
+
+use after_runtime::{after, with_after};
+use after_workspace::{Client, TestServer, Version, within};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+
+use crate::{Events, assert_accounted, with_layer};
+
+#[with_after]
+async fn per_item(State(events): State<Events>, Path(n): Path<u32>) -> String {
+    for i in 0..n {
+        let label = format!("item {i} of {n}");
+        after!(clone(events) {
+            events.send(label);
+        });
+    }
+    // `events` is still ours: the capture list cloned it into each task.
+    events.send("handler done");
+    format!("{n} registered")
+}
+
+fn io_failure() -> Result<(), std::io::Error> {
+    Err(std::io::Error::other("disk full"))
+}
+
+#[with_after]
+async fn fallible(State(events): State<Events>) -> &'static str {
+    after!(clone(events) {
+        events.send("before the failure");
+        io_failure()?;
+        events.send("never reached");
+        Ok(())
+    });
+    let spawned = tokio::spawn(async move {
+        // An `async move` block owns its own context: it may outlive the handler.
+        after! { events.send("registered from a spawned task"); }
+    });
+    spawned.await.unwrap();
+    "ok"
+}
+
+#[tokio::test]
+async fn a_loop_registers_one_task_per_iteration_with_its_values() {
+    let (events, mut rx) = Events::new();
+    let app = Router::new()
+        .route("/items/{n}", get(per_item))
+        .route("/fallible", get(fallible))
+        .with_state(events);
+    let (app, runtime) = with_layer(app);
+    let server = TestServer::start(app).await.unwrap();
+
+    let response = within(Client::new(Version::Http1).get(&server.url("/items/3")))
+        .await
+        .unwrap();
+    assert_eq!(response.text(), "3 registered");
+    assert_eq!(within(rx.recv()).await.unwrap(), "handler done");
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        seen.push(within(rx.recv()).await.unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, ["item 0 of 3", "item 1 of 3", "item 2 of 3"]);
+
+    within(Client::new(Version::Http2).get(&server.url("/fallible")))
+        .await
+        .unwrap();
+    let mut seen = vec![
+        within(rx.recv()).await.unwrap(),
+        within(rx.recv()).await.unwrap(),
+    ];
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["before the failure", "registered from a spawned task"]
+    );
+    server.stop().await.unwrap();
+    let report = runtime.shutdown(std::time::Duration::from_secs(10)).await;
+    let s = report.stats;
+    assert_eq!((s.registered, s.succeeded, s.failed), (5, 4, 1), "{s:?}");
+    assert_accounted(&runtime);
+}
