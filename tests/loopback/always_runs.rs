@@ -21,6 +21,16 @@ use crate::{Events, assert_accounted, with_layer};
 
 fn report(events: &Events, name: &str) {
     let o = outcome().expect("inside a task");
+    // A response seen by the layer has a time to response; none, none.
+    let timed = o.time_to_response().is_some();
+    events.send(format!(
+        "{name}: time to response {}",
+        if timed == o.status().is_some() {
+            "consistent"
+        } else {
+            "inconsistent"
+        }
+    ));
     events.send(format!(
         "{name}: {:?} {:?}",
         o.status().map(|s| s.as_u16()),
@@ -105,6 +115,9 @@ async fn tasks_run_after_errors_redirects_404s_and_panics() {
         ] {
             let response = within(client.get(&server.url(path))).await.unwrap();
             assert_eq!(response.head.status, status, "{version:?} {path}");
+            let name = want.split(':').next().unwrap();
+            let timing = format!("{name}: time to response consistent");
+            assert_eq!(within(rx.recv()).await.unwrap(), timing, "{version:?}");
             assert_eq!(within(rx.recv()).await.unwrap(), want, "{version:?}");
         }
         assert_accounted(&runtime);
@@ -126,6 +139,8 @@ async fn tasks_run_when_an_http1_client_disconnects_mid_handler() {
     assert_eq!(runtime.stats().pending, 1, "held until the handler ends");
     drop(tcp);
 
+    let timing = within(rx.recv()).await.unwrap();
+    assert_eq!(timing, "hangs: time to response consistent");
     assert_eq!(within(rx.recv()).await.unwrap(), "hangs: None NotProduced");
     assert_accounted(&runtime);
     server.stop().await.unwrap();
@@ -146,6 +161,8 @@ async fn tasks_run_when_an_http2_stream_is_reset_mid_handler() {
     assert_eq!(runtime.stats().pending, 1, "held until the handler ends");
     stream.send_reset(h2::Reason::CANCEL);
 
+    let timing = within(rx.recv()).await.unwrap();
+    assert_eq!(timing, "hangs: time to response consistent");
     assert_eq!(within(rx.recv()).await.unwrap(), "hangs: None NotProduced");
     assert!(!connection.is_finished(), "only the stream was reset");
     assert_accounted(&runtime);
@@ -177,6 +194,8 @@ async fn tasks_run_when_the_client_goes_away_mid_body() {
         drop(body);
         drop(client);
 
+        let timing = within(rx.recv()).await.unwrap();
+        assert_eq!(timing, "endless_body: time to response consistent");
         assert_eq!(
             within(rx.recv()).await.unwrap(),
             "endless_body: Some(200) Aborted",
