@@ -2,6 +2,8 @@
 //! a real server on loopback, real HTTP/1.1 and HTTP/2 clients, and a way to capture
 //! `tracing` output. Not published.
 
+pub mod orders;
+
 use std::future::IntoFuture;
 use std::io;
 use std::net::SocketAddr;
