@@ -57,6 +57,50 @@
 //! belongs in a durable queue (a table your handler writes in its transaction, or a
 //! job queue backed by PostgreSQL or Redis).
 //!
+//! # Compared with the alternatives
+//!
+//! | | `after_runtime` | Next.js `after()` | `tokio::spawn` in the handler | FastAPI `BackgroundTasks` |
+//! |---|---|---|---|---|
+//! | starts | when the response is finished | after the response | at once, before the response | after the response |
+//! | runs after an error / panic | yes | yes | yes (if spawned before) | no for exceptions |
+//! | runs when the client disconnects | yes | yes | yes | no (Starlette skips them) |
+//! | sees request headers / cookies | `headers`, `cookies` in `after!` | `headers()`, `cookies()` | copy them by hand | pass them by hand |
+//! | knows the response's status and delivery | [`outcome()`] | no | no | no |
+//! | drained on graceful shutdown | [`AfterRuntime::shutdown`] | platform-dependent | no, lost | while the worker lives |
+//! | bounded concurrency and memory | `max_concurrency`, `max_pending` | unbounded | unbounded | sequential |
+//! | panics and errors | caught, counted, logged with `file:line` | logged | lost in the `JoinHandle` | logged |
+//! | every task counted | [`Stats`] | no | no | no |
+//!
+//! # Layer order
+//!
+//! Put [`AfterLayer`] outside `CatchPanicLayer`, `TimeoutLayer` and other layers that
+//! turn failures into responses, so the tasks see the response the client got:
+//!
+//! ```
+//! use after_runtime::{AfterLayer, AfterRuntime};
+//! use axum::{routing::get, Router};
+//! use tower_http::catch_panic::CatchPanicLayer;
+//!
+//! let runtime = AfterRuntime::builder().build();
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hi" }))
+//!     .layer(CatchPanicLayer::new()) // inner: a panic becomes a 500 ...
+//!     .layer(AfterLayer::new(runtime)); // outer: ... which the tasks see
+//! # let _ = app;
+//! ```
+//!
+//! `Router::layer` wraps every route; axum then boxes each layer's service, future and
+//! body, a cost every layer with state pays (measured in `tests/allocations.rs`). To
+//! avoid even that, wrap the whole router: `After::new(router, runtime)` costs no
+//! allocation for a request that registers nothing.
+//!
+//! # Minimum supported Rust version
+//!
+//! 1.88: it is the first stable release where a procedural macro can read a token's
+//! line and column, which `after!` blocks need for their `file:line`; edition 2024
+//! needs 1.85 and the dependencies need at most that. CI builds with the one toolchain
+//! installed on its machines (1.95); older ones are not exercised.
+//!
 //! # Graceful shutdown
 //!
 //! Stop the server first, so no new request registers work, then drain the runtime.
