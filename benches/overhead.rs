@@ -12,9 +12,11 @@
 //!
 //! Groups:
 //!
-//! - `request`: no layer; `AfterLayer` with a handler that registers nothing;
-//!   `#[with_after]` with one empty `after! {}`; a handler that `tokio::spawn`s the
-//!   same empty future by hand.
+//! - `request`: no layer; a no-op layer of the same shape as `Router::layer` gives
+//!   `AfterLayer` (axum boxes any layered route's future and body); `AfterLayer` with
+//!   a handler that registers nothing; `After` wrapped around the whole router (the
+//!   layer's own cost, no axum boxing); `#[with_after]` with one empty `after! {}`;
+//!   a handler that `tokio::spawn`s the same empty future by hand.
 //! - `tasks_per_request`: 1, 10 and 100 `after()` calls per request (throughput is
 //!   in tasks, so criterion reports the per-task rate).
 //! - `one_task`: register and complete one task that signals the benchmark, with
@@ -29,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use after_runtime::layer::After;
 use after_runtime::{AfterLayer, AfterRuntime, after, with_after};
 use axum::Router;
 use axum::body::Body;
@@ -36,10 +39,11 @@ use axum::extract::State;
 use axum::routing::get;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use http::Request;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either};
 use tokio::runtime::{Runtime, RuntimeMetrics};
 use tokio::sync::Notify;
 use tower::ServiceExt;
+use tower_http::map_response_body::MapResponseBodyLayer;
 
 /// The `after()` counts of the `tasks_per_request` group.
 const TASK_COUNTS: [usize; 3] = [1, 10, 100];
@@ -82,7 +86,9 @@ async fn nothing_with_state(State(_done): State<Arc<Notify>>) -> &'static str {
 
 /// One request through `app`, its body read to the end.
 async fn request(app: &Router) {
-    let request = Request::get("/").body(Body::empty()).expect("valid request");
+    let request = Request::get("/")
+        .body(Body::empty())
+        .expect("valid request");
     let response = app.clone().oneshot(request).await.expect("infallible");
     black_box(response.into_body().collect().await.expect("body"));
 }
@@ -132,17 +138,49 @@ fn request_group(c: &mut Criterion, rt: &Runtime) {
     let layer = AfterLayer::new(runtime.clone());
 
     let no_layer = Router::new().route("/", get(plain));
-    bench_request(&mut group, rt, BenchmarkId::from_parameter("no_layer"), &no_layer);
+    bench_request(
+        &mut group,
+        rt,
+        BenchmarkId::from_parameter("no_layer"),
+        &no_layer,
+    );
 
-    let layer_nothing = Router::new()
-        .route("/", get(plain))
-        .layer(layer.clone());
+    let layer_nothing = Router::new().route("/", get(plain)).layer(layer.clone());
     bench_request(
         &mut group,
         rt,
         BenchmarkId::from_parameter("layer_nothing"),
         &layer_nothing,
     );
+
+    // The same shape as `Router::layer(AfterLayer)` with a layer that does nothing:
+    // axum boxes every layered route's service, future and body, whatever the layer.
+    let noop_layer = Router::new()
+        .route("/", get(plain))
+        .layer(MapResponseBodyLayer::new(|body: Body| {
+            Either::<Body, Body>::Left(body)
+        }));
+    bench_request(
+        &mut group,
+        rt,
+        BenchmarkId::from_parameter("noop_layer"),
+        &noop_layer,
+    );
+
+    // `After` wrapped around the whole router: the layer's own cost, without axum's
+    // boxing (what `tests/allocations.rs` checks for S11).
+    let wrapped = After::new(Router::new().route("/", get(plain)), runtime.clone());
+    let metrics = rt.metrics();
+    group.bench_function(BenchmarkId::from_parameter("after_wrapping_router"), |b| {
+        b.to_async(rt).iter(|| async {
+            let request = Request::get("/")
+                .body(Body::empty())
+                .expect("valid request");
+            let response = wrapped.clone().oneshot(request).await.expect("infallible");
+            black_box(response.into_body().collect().await.expect("body"));
+            drain(&metrics).await;
+        });
+    });
 
     let with_after = Router::new()
         .route("/", get(with_after_one_empty))
@@ -276,9 +314,11 @@ impl Summary {
         println!("\n## Summary (medians; ratios are time ratios, lower is cheaper)\n");
         println!("| benchmark | median | note |");
         println!("|---|---:|---|");
-        let rows: [(&str, &str); 12] = [
+        let rows: [(&str, &str); 14] = [
             ("request", "no_layer"),
+            ("request", "noop_layer"),
             ("request", "layer_nothing"),
+            ("request", "after_wrapping_router"),
             ("request", "with_after_one_empty"),
             ("request", "manual_spawn_one_empty"),
             ("tasks_per_request", "1"),
@@ -306,6 +346,14 @@ impl Summary {
         println!(
             "| layer_nothing / no_layer (time) | {} | throughput ≥ 0.98 ⇔ time ≤ 1.020 |",
             show(ratio(layer_nothing, no_layer))
+        );
+        println!(
+            "| layer_nothing / noop_layer (time): AfterLayer vs a no-op layer of the same shape | {} | (for reference) |",
+            show(ratio(layer_nothing, ns("request", "noop_layer")))
+        );
+        println!(
+            "| after_wrapping_router / no_layer (time): After around the router, no axum boxing | {} | (for reference) |",
+            show(ratio(ns("request", "after_wrapping_router"), no_layer))
         );
         println!(
             "| with_after_one_empty / manual_spawn_one_empty (time) | {} | throughput ≥ 0.95 ⇔ time ≤ 1.053 |",

@@ -5,21 +5,23 @@
 //! One process serves the app with `axum::serve` on 127.0.0.1 and drives it with
 //! hyper HTTP/1.1 clients: one keep-alive connection per worker task, each sending
 //! its next request as soon as the previous response body has been read. The variants
-//! run in alternation (A B C D E F, A B C D E F, ...) so they share the machine's
+//! run in alternation (A B C D E F G, A B C D E F G, ...) so they share the machine's
 //! noise, first at 4 connections (not saturated), then at 64 (saturated). Between two
 //! variants the runtime is left to drain, so one variant's tasks never run during
-//! another's measurement.
+//! another's measurement. The last variant is a diagnostic: `#[with_after]` behind a
+//! middleware that gives the request an owned URI (see `RESULTS.md`).
 //!
 //! ```text
 //! cargo run --release --example load
 //! LOAD_SECONDS=5 LOAD_ROUNDS=5 LOAD_CONNECTIONS=4,64 cargo run --release --example load
-//! cargo run --release --example load -- 2 3      # seconds per round, rounds
+//! cargo run --release --example load -- 2 3 4,64  # seconds per round, rounds, connections
+//! LOAD_MAX_CONCURRENCY=4096 cargo run --release --example load
 //! ```
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use after_runtime::{AfterLayer, AfterRuntime, with_after};
+use after_runtime::{AfterLayer, AfterRuntime, Builder as AfterRuntimeBuilder, after, with_after};
 use after_workspace::TestServer;
 use axum::Router;
 use axum::routing::get;
@@ -38,7 +40,7 @@ struct Variant {
     path: &'static str,
 }
 
-const VARIANTS: [Variant; 6] = [
+const VARIANTS: [Variant; 7] = [
     Variant {
         name: "plain",
         path: "/plain",
@@ -62,6 +64,13 @@ const VARIANTS: [Variant; 6] = [
     Variant {
         name: "20 ms in after!",
         path: "/after-20ms",
+    },
+    // Diagnostic: the same as `/with-after`, behind a middleware that replaces the URI
+    // hyper parsed (a slice of the connection's read buffer) with an owned copy, so a
+    // task's scope no longer keeps that buffer alive.
+    Variant {
+        name: "#[with_after] + 1 no-op, owned URI",
+        path: "/with-after-owned-uri",
     },
 ];
 
@@ -105,7 +114,23 @@ fn app(runtime: &AfterRuntime) -> Router {
         .route("/with-after", get(with_after_noop).layer(layer.clone()))
         .route("/spawn", get(spawn_noop))
         .route("/inline-20ms", get(inline_20ms))
-        .route("/after-20ms", get(after_20ms).layer(layer))
+        .route("/after-20ms", get(after_20ms).layer(layer.clone()))
+        .route(
+            "/with-after-owned-uri",
+            get(with_after_noop)
+                .layer(layer)
+                .layer(axum::middleware::from_fn(owned_uri)),
+        )
+}
+
+/// Replaces the request's URI with an owned copy (see the last variant).
+async fn owned_uri(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let owned = Bytes::copy_from_slice(request.uri().to_string().as_bytes());
+    *request.uri_mut() = http::Uri::from_maybe_shared(owned).expect("a URI stays valid");
+    next.run(request).await
 }
 
 /// What one worker saw in one run: response latencies in microseconds, and failures.
@@ -122,8 +147,16 @@ struct Totals {
     requests: u64,
     errors: u64,
     elapsed: Duration,
+    /// The most after tasks pending at once, sampled every 10 ms.
+    peak_pending: u64,
+    /// The highest resident memory seen during the variant's runs, in KiB.
+    peak_rss_kib: u64,
+    /// Registrations refused by the runtime (overload or shutdown).
+    rejected: u64,
     /// Requests per second of each round, to compare round by round.
     per_round: Vec<f64>,
+    /// Median latency of each round, in microseconds.
+    per_round_p50_us: Vec<f64>,
 }
 
 impl Totals {
@@ -222,6 +255,38 @@ async fn run(
     (senders, merged, start.elapsed())
 }
 
+/// Resident memory of this process in KiB (`VmRSS`, Linux; 0 elsewhere).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Samples pending tasks and resident memory every 10 ms until `stop` fires; returns
+/// the peaks.
+async fn sample_peaks(
+    runtime: AfterRuntime,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (u64, u64) {
+    let (mut pending, mut rss) = (0, 0);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        pending = pending.max(runtime.stats().pending);
+        rss = rss.max(rss_kib());
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return (pending, rss),
+        }
+    }
+}
+
 /// Waits until no after task is pending or running, so the next variant runs on a
 /// quiet runtime.
 async fn settle(runtime: &AfterRuntime) {
@@ -240,11 +305,13 @@ struct Settings {
     seconds: f64,
     rounds: usize,
     connections: Vec<usize>,
+    max_concurrency: usize,
 }
 
 impl Settings {
-    /// `LOAD_SECONDS` / `LOAD_ROUNDS` / `LOAD_CONNECTIONS`, or the first two as
-    /// positional arguments.
+    /// `LOAD_SECONDS` / `LOAD_ROUNDS` / `LOAD_CONNECTIONS`, or the same three as
+    /// positional arguments; `LOAD_MAX_CONCURRENCY` for the runtime (default 256, the
+    /// library's default).
     fn from_env() -> Self {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let pick = |arg: usize, var: &str| {
@@ -260,10 +327,16 @@ impl Settings {
                 .map(|c| c.trim().parse().expect("connections"))
                 .collect()
         });
+        let max_concurrency = std::env::var("LOAD_MAX_CONCURRENCY")
+            .ok()
+            .map_or(AfterRuntimeBuilder::DEFAULT_MAX_CONCURRENCY, |v| {
+                v.parse().expect("max concurrency")
+            });
         Settings {
             seconds,
             rounds,
             connections,
+            max_concurrency,
         }
     }
 }
@@ -272,15 +345,18 @@ impl Settings {
 async fn main() {
     let settings = Settings::from_env();
     let duration = Duration::from_secs_f64(settings.seconds);
-    let runtime = AfterRuntime::builder().max_pending(100_000).build();
+    let runtime = AfterRuntime::builder()
+        .max_concurrency(settings.max_concurrency)
+        .max_pending(100_000)
+        .build();
     let server = TestServer::start(app(&runtime)).await.expect("server");
     let authority = server.addr.to_string();
     let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "# after-runtime loopback load\n\n{} s per variant per round, {} rounds, connections {:?}, \
          HTTP/1.1 keep-alive, one tokio multi-thread runtime ({workers} workers) for server \
-         and clients, {} available cores\n",
-        settings.seconds, settings.rounds, settings.connections, workers
+         and clients, {} available cores; AfterRuntime max_concurrency {}, max_pending 100,000\n",
+        settings.seconds, settings.rounds, settings.connections, workers, settings.max_concurrency
     );
 
     let mut results: BTreeMap<(usize, usize), Totals> = BTreeMap::new();
@@ -297,15 +373,33 @@ async fn main() {
         }
         for round in 0..settings.rounds {
             for (index, variant) in VARIANTS.iter().enumerate() {
-                let (back, sample, elapsed) = run(senders, &authority, variant.path, duration).await;
+                let rejected_before = runtime.stats().rejected;
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                let sampler = tokio::spawn(sample_peaks(runtime.clone(), stopped));
+                let (back, sample, elapsed) =
+                    run(senders, &authority, variant.path, duration).await;
                 senders = back;
+                let _ = stop.send(());
+                let (peak_pending, peak_rss_kib) = sampler.await.expect("sampler");
                 let totals = results.entry((connections, index)).or_default();
+                totals.peak_pending = totals.peak_pending.max(peak_pending);
+                totals.peak_rss_kib = totals.peak_rss_kib.max(peak_rss_kib);
+                totals.rejected += runtime.stats().rejected - rejected_before;
                 let requests = sample.latencies_us.len() as u64;
                 totals.requests += requests;
                 totals.errors += sample.errors;
                 totals.elapsed += elapsed;
-                totals.per_round.push(requests as f64 / elapsed.as_secs_f64());
-                totals.latencies_us.extend(sample.latencies_us);
+                totals
+                    .per_round
+                    .push(requests as f64 / elapsed.as_secs_f64());
+                let mut latencies = sample.latencies_us;
+                latencies.sort_unstable();
+                totals.per_round_p50_us.push(
+                    latencies
+                        .get(latencies.len() / 2)
+                        .map_or(f64::NAN, |&v| f64::from(v)),
+                );
+                totals.latencies_us.extend(latencies);
                 eprintln!(
                     "conns {connections:>3} round {} {:<32} {:>9.0} req/s",
                     round + 1,
@@ -322,16 +416,19 @@ async fn main() {
     let report = runtime.shutdown(Duration::from_secs(30)).await;
 
     print_table(&mut results, &settings);
-    println!("\nAfterRuntime final stats (after shutdown): {:?}", report.stats);
+    println!(
+        "\nAfterRuntime final stats (after shutdown): {:?}",
+        report.stats
+    );
     println!("Shutdown report: {report}");
 }
 
 fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settings) {
     println!(
         "| variant | conns | req/s | p50 | p99 | req/s vs plain | p50 vs plain | p99 vs plain | \
-         per-round req/s vs plain (min–max) | errors |"
+         per-round req/s vs plain: median (min–max) | per-round p50 vs plain: median | peak pending | peak RSS | rejected | errors |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &connections in &settings.connections {
         let mut plain = results.remove(&(connections, PLAIN)).unwrap_or_default();
         let (plain_rps, plain_p50, plain_p99) = (
@@ -340,6 +437,7 @@ fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settin
             plain.percentile_us(0.99),
         );
         let plain_rounds = plain.per_round.clone();
+        let plain_round_p50 = plain.per_round_p50_us.clone();
         results.insert((connections, PLAIN), plain);
         let mut summary = Vec::new();
         for (index, variant) in VARIANTS.iter().enumerate() {
@@ -357,26 +455,37 @@ fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settin
                 .zip(&plain_rounds)
                 .map(|(v, p)| v / p)
                 .collect();
+            let p50_ratios: Vec<f64> = totals
+                .per_round_p50_us
+                .iter()
+                .zip(&plain_round_p50)
+                .map(|(v, p)| v / p)
+                .collect();
             let min = round_ratios.iter().copied().fold(f64::INFINITY, f64::min);
             let max = round_ratios
                 .iter()
                 .copied()
                 .fold(f64::NEG_INFINITY, f64::max);
             println!(
-                "| {} | {connections} | {rps:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {min:.3}–{max:.3} | {} |",
+                "| {} | {connections} | {rps:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} ({min:.3}–{max:.3}) | {:.3} | {} | {:.0} MiB | {} | {} |",
                 variant.name,
                 format_us(p50),
                 format_us(p99),
                 rps / plain_rps,
                 p50 / plain_p50,
                 p99 / plain_p99,
+                median(round_ratios),
+                median(p50_ratios),
+                totals.peak_pending,
+                totals.peak_rss_kib as f64 / 1024.0,
+                totals.rejected,
                 totals.errors,
             );
             summary.push((rps, p50, p99));
         }
         if let (Some(inline), Some(after)) = (summary.get(INLINE_20MS), summary.get(AFTER_20MS)) {
             println!(
-                "| 20 ms in after! vs 20 ms inline | {connections} | | | | {:.3} | {:.3} | {:.3} | | |",
+                "| 20 ms in after! vs 20 ms inline | {connections} | | | | {:.3} | {:.3} | {:.3} | | | | | | |",
                 after.0 / inline.0,
                 after.1 / inline.1,
                 after.2 / inline.2,
@@ -384,11 +493,21 @@ fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settin
         }
     }
     println!(
-        "\nRatios: req/s ratio > 1 is faster than plain; latency ratio < 1 is faster. \
+        "\nRatios: req/s ratio > 1 is faster than plain; latency ratio < 1 is faster. The \
+         per-round columns compare each variant with the plain run of the same round, which \
+         shares its noise; the other ratios use all rounds pooled. \
          {} s per variant per round × {} rounds; latencies are from sending the request to \
          reading the whole body.",
         settings.seconds, settings.rounds
     );
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_unstable_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn format_us(us: f64) -> String {

@@ -10,6 +10,7 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::error::AfterError;
+#[cfg(feature = "metrics")]
 use crate::metrics;
 use crate::runtime::AfterRuntime;
 use crate::scope::{CURRENT, Current, RequestScope};
@@ -67,11 +68,12 @@ async fn run_counted(
         parent: None,
         "after_task",
         method = %scope.method,
-        path = scope.uri.path(),
+        path = &*scope.path,
         location = %location,
     );
     span.follows_from(&scope.span);
 
+    #[cfg(feature = "metrics")]
     let started = std::time::Instant::now();
     let task = CURRENT
         .scope(
@@ -85,19 +87,17 @@ async fn run_counted(
             None => Some(task.await),
         }
     };
+    // The task is polled first: one that ends on its first poll never registers with
+    // the shared cancellation token.
     let end = tokio::select! {
         biased;
-        () = runtime.cancelled().cancelled() => {
-            log_cancelled(&scope, location, "it was still running at the shutdown deadline");
-            End::Cancelled
-        }
         result = timed => match result {
             Some(Ok(None)) => End::Succeeded,
             Some(Ok(Some(error))) => {
                 tracing::error!(
                     parent: &span,
                     method = %scope.method,
-                    path = scope.uri.path(),
+                    path = &*scope.path,
                     location = %location,
                     %error,
                     "after task failed",
@@ -109,7 +109,7 @@ async fn run_counted(
                 tracing::error!(
                     parent: &span,
                     method = %scope.method,
-                    path = scope.uri.path(),
+                    path = &*scope.path,
                     location = %location,
                     panic = message,
                     "after task panicked",
@@ -120,7 +120,7 @@ async fn run_counted(
                 tracing::error!(
                     parent: &span,
                     method = %scope.method,
-                    path = scope.uri.path(),
+                    path = &*scope.path,
                     location = %location,
                     timeout = ?runtime.task_timeout().unwrap_or_default(),
                     "after task timed out",
@@ -128,7 +128,12 @@ async fn run_counted(
                 End::TimedOut
             }
         },
+        () = runtime.cancelled().cancelled() => {
+            log_cancelled(&scope, location, "it was still running at the shutdown deadline");
+            End::Cancelled
+        }
     };
+    #[cfg(feature = "metrics")]
     metrics::task_duration(end, started.elapsed());
     counted.end = Some(end);
 }
@@ -145,7 +150,7 @@ pub(crate) fn log_cancelled(scope: &RequestScope, location: Location, why: &str)
     tracing::error!(
         parent: &scope.span,
         method = %scope.method,
-        path = scope.uri.path(),
+        path = &*scope.path,
         location = %location,
         "after task cancelled: {why}",
     );
@@ -155,7 +160,7 @@ pub(crate) fn log_rejected(scope: &RequestScope, location: Location, error: &Aft
     tracing::error!(
         parent: &scope.span,
         method = %scope.method,
-        path = scope.uri.path(),
+        path = &*scope.path,
         location = %location,
         %error,
         "after task rejected",

@@ -11,8 +11,10 @@
 //! Changes are published as deltas of one consistent state change, so counters never
 //! go backwards however threads interleave.
 
+#[cfg(feature = "metrics")]
 use std::time::Duration;
 
+#[cfg(feature = "metrics")]
 use crate::executor::End;
 use crate::stats::Stats;
 
@@ -59,7 +61,3 @@ pub(crate) fn task_duration(end: End, duration: Duration) {
     };
     metrics::histogram!("after_task_duration_seconds", "end" => end).record(duration.as_secs_f64());
 }
-
-#[cfg(not(feature = "metrics"))]
-#[inline(always)]
-pub(crate) fn task_duration(_end: End, _duration: Duration) {}

@@ -75,7 +75,7 @@ impl<S: Send + Sync, const CAPTURE: bool> FromRequestParts<S> for Scope<CAPTURE>
                 let scope = Arc::new(RequestScope::new(
                     AfterRuntime::global(),
                     parts.method.clone(),
-                    parts.uri.clone(),
+                    &parts.uri,
                     tracing::Span::current(),
                 ));
                 (scope.clone(), Some(Release::standalone(scope)))

@@ -24,6 +24,9 @@ use crate::task::Location;
 /// to reach their next poll.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
+/// Queue slots kept once a burst has drained.
+const QUEUE_KEEP: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) max_concurrency: usize,
@@ -389,11 +392,17 @@ impl AfterRuntime {
                 }
             }
             let next = state.queue.pop_front();
+            // Give back what a burst grew the queue to, once it has drained.
+            if state.queue.is_empty() && state.queue.capacity() > QUEUE_KEEP {
+                state.queue.shrink_to(QUEUE_KEEP);
+            }
             if next.is_some() {
                 state.stats.pending -= 1;
                 state.stats.running += 1;
             }
-            (next, state.stats.running == 0)
+            // Only a shutdown waits for the last task; skip the lock otherwise.
+            let watched = state.phase != Phase::Running;
+            (next, watched && state.stats.running == 0)
         });
         if let Some((scope, job)) = next {
             self.spawn(scope, job);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use cookie::{Cookie, CookieJar};
-use http::{HeaderMap, Method, StatusCode, Uri, header::COOKIE};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header::COOKIE};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::error::{AfterError, AfterErrorKind};
@@ -35,7 +35,10 @@ pub(crate) enum Current {
 pub(crate) struct RequestScope {
     pub(crate) runtime: AfterRuntime,
     pub(crate) method: Method,
-    pub(crate) uri: Uri,
+    /// The request's path, copied: a `Uri` from hyper is a slice of the connection's
+    /// read buffer, and holding it for as long as the tasks run would pin 8 KiB per
+    /// request.
+    pub(crate) path: Box<str>,
     /// The span current when the request entered; task spans follow from it.
     pub(crate) span: tracing::Span,
     /// The tokio runtime the request is served on, where its tasks are spawned.
@@ -60,7 +63,7 @@ impl std::fmt::Debug for RequestScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestScope")
             .field("method", &self.method)
-            .field("path", &self.uri.path())
+            .field("path", &self.path)
             .finish_non_exhaustive()
     }
 }
@@ -69,13 +72,13 @@ impl RequestScope {
     pub(crate) fn new(
         runtime: AfterRuntime,
         method: Method,
-        uri: Uri,
+        uri: &Uri,
         span: tracing::Span,
     ) -> Self {
         RequestScope {
             runtime,
             method,
-            uri,
+            path: uri.path().into(),
             span,
             handle: tokio::runtime::Handle::try_current().ok(),
             headers: OnceLock::new(),
@@ -139,8 +142,19 @@ impl RequestScope {
         }
     }
 
+    /// Copies the request's headers for the tasks. Copied value by value rather than
+    /// cloned: cloned values share hyper's read buffer and would pin it.
     pub(crate) fn capture_headers(&self, headers: &HeaderMap) {
-        self.headers.get_or_init(|| Arc::new(headers.clone()));
+        self.headers.get_or_init(|| {
+            let mut copy = HeaderMap::with_capacity(headers.len());
+            for (name, value) in headers {
+                let mut owned =
+                    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+                owned.set_sensitive(value.is_sensitive());
+                copy.append(name.clone(), owned);
+            }
+            Arc::new(copy)
+        });
     }
 
     pub(crate) fn headers(&self) -> Arc<HeaderMap> {
@@ -207,7 +221,7 @@ impl Slot {
             Arc::new(RequestScope::new(
                 self.runtime.clone(),
                 self.method.clone(),
-                self.uri.clone(),
+                &self.uri,
                 self.span.clone(),
             ))
         })
