@@ -1,7 +1,9 @@
 //! Running one task: its span, panic isolation, timeout, cancellation, and the log
 //! line for every way it can end.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::task::Poll;
 
 use crate::task::Location;
 use std::sync::Arc;
@@ -82,9 +84,14 @@ async fn run_counted(
         )
         .instrument(span.clone());
     let timed = async {
-        match runtime.task_timeout() {
-            Some(limit) => tokio::time::timeout(limit, task).await.ok(),
-            None => Some(task.await),
+        // Most tasks finish on their first poll; arm the timer only for the rest, so
+        // they never touch the timer wheel.
+        let mut task = std::pin::pin!(task);
+        let first = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
+        match (first, runtime.task_timeout()) {
+            (Poll::Ready(result), _) => Some(result),
+            (Poll::Pending, Some(limit)) => tokio::time::timeout(limit, task).await.ok(),
+            (Poll::Pending, None) => Some(task.await),
         }
     };
     // The task is polled first: one that ends on its first poll never registers with
