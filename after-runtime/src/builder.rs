@@ -61,12 +61,27 @@ impl Builder {
     /// 256 tasks at once: after work is mostly I/O (a database row, an HTTP call), so
     /// many can overlap, but not so many that they exhaust a connection pool sized for
     /// the handlers.
+    ///
+    /// ```
+    /// # use after_runtime::Builder;
+    /// assert_eq!(Builder::DEFAULT_MAX_CONCURRENCY, 256);
+    /// ```
     pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
     /// 10,000 waiting tasks: a burst of several seconds at typical rates fits, while a
     /// few hundred bytes each keeps the worst case to a few megabytes.
+    ///
+    /// ```
+    /// # use after_runtime::Builder;
+    /// assert_eq!(Builder::DEFAULT_MAX_PENDING, 10_000);
+    /// ```
     pub const DEFAULT_MAX_PENDING: usize = 10_000;
     /// 60 seconds: long enough for a slow webhook, short enough that a hung task does
     /// not hold a concurrency slot (and a shutdown) forever.
+    ///
+    /// ```
+    /// # use after_runtime::Builder;
+    /// assert_eq!(Builder::DEFAULT_TASK_TIMEOUT.as_secs(), 60);
+    /// ```
     pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(60);
 
     /// The most tasks running at once; further released tasks wait, in order, for a

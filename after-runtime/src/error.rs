@@ -24,6 +24,18 @@ pub struct AfterError {
 }
 
 /// The cause of an [`AfterError`].
+///
+/// ```
+/// use after_runtime::{after, AfterErrorKind};
+///
+/// # #[tokio::main] async fn main() {
+/// match after(async {}) {
+///     Ok(()) => {}
+///     Err(e) if e.kind() == AfterErrorKind::Overloaded => { /* shed load */ }
+///     Err(e) => eprintln!("not scheduled: {e}"),
+/// }
+/// # }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AfterErrorKind {

@@ -33,6 +33,14 @@ pub struct Outcome {
 }
 
 /// Whether the response reached the client.
+///
+/// ```
+/// use after_runtime::{outcome, Delivery};
+///
+/// // Inside an after task:
+/// let retry_later = outcome().is_some_and(|o| o.delivery() == Delivery::Aborted);
+/// # let _ = retry_later;
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Delivery {

@@ -17,6 +17,28 @@ pin_project! {
     /// It is a guard rather than an end-of-stream check because hyper drops bodies
     /// it knows are done (empty, `HEAD`, `204`, known length) without polling them to
     /// the end. Holds nothing when the request registered nothing.
+    ///
+    /// ```
+    /// use after_runtime::{after, layer::After, AfterRuntime};
+    /// use http_body_util::BodyExt;
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main] async fn main() {
+    /// let runtime = AfterRuntime::builder().build();
+    /// let svc = After::new(
+    ///     tower::service_fn(|_: http::Request<()>| async {
+    ///         after(async {}).unwrap();
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi")))
+    ///     }),
+    ///     runtime.clone(),
+    /// );
+    /// let body = svc.oneshot(http::Request::new(())).await.unwrap().into_body();
+    /// assert_eq!(runtime.stats().pending, 1); // held while the body is unread
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// assert_eq!(bytes, "hi");
+    /// assert_eq!(runtime.stats().pending, 0); // the body ended: the task started
+    /// # }
+    /// ```
     pub struct AfterBody<B> {
         #[pin]
         inner: B,

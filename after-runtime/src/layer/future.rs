@@ -14,6 +14,24 @@ use crate::scope::Current;
 pin_project! {
     /// Runs the inner service's future inside the request scope, and hands the
     /// scope to the response body.
+    ///
+    /// ```
+    /// use after_runtime::{after, layer::After, AfterRuntime};
+    /// use tower::{Service, ServiceExt};
+    ///
+    /// # #[tokio::main] async fn main() {
+    /// let mut svc = After::new(
+    ///     tower::service_fn(|_: http::Request<()>| async {
+    ///         after(async {}).unwrap(); // inside the scope the future sets
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi")))
+    ///     }),
+    ///     AfterRuntime::builder().build(),
+    /// );
+    /// let future = svc.ready().await.unwrap().call(http::Request::new(()));
+    /// let response = future.await.unwrap(); // a `Response<AfterBody<String>>`
+    /// assert_eq!(response.status(), 200);
+    /// # }
+    /// ```
     pub struct ResponseFuture<F> {
         #[pin]
         inner: TaskLocalFuture<Current, F>,
