@@ -70,7 +70,7 @@ async fn run_counted(
         parent: None,
         "after_task",
         method = %scope.method,
-        path = &*scope.path,
+        path = scope.path.as_str(),
         location = %location,
     );
     span.follows_from(&scope.span);
@@ -104,7 +104,7 @@ async fn run_counted(
                 tracing::error!(
                     parent: &span,
                     method = %scope.method,
-                    path = &*scope.path,
+                    path = scope.path.as_str(),
                     location = %location,
                     %error,
                     "after task failed",
@@ -116,7 +116,7 @@ async fn run_counted(
                 tracing::error!(
                     parent: &span,
                     method = %scope.method,
-                    path = &*scope.path,
+                    path = scope.path.as_str(),
                     location = %location,
                     panic = message,
                     "after task panicked",
@@ -127,7 +127,7 @@ async fn run_counted(
                 tracing::error!(
                     parent: &span,
                     method = %scope.method,
-                    path = &*scope.path,
+                    path = scope.path.as_str(),
                     location = %location,
                     timeout = ?runtime.task_timeout().unwrap_or_default(),
                     "after task timed out",
@@ -157,7 +157,7 @@ pub(crate) fn log_cancelled(scope: &RequestScope, location: Location, why: &str)
     tracing::error!(
         parent: &scope.span,
         method = %scope.method,
-        path = &*scope.path,
+        path = scope.path.as_str(),
         location = %location,
         "after task cancelled: {why}",
     );
@@ -167,7 +167,7 @@ pub(crate) fn log_rejected(scope: &RequestScope, location: Location, error: &Aft
     tracing::error!(
         parent: &scope.span,
         method = %scope.method,
-        path = &*scope.path,
+        path = scope.path.as_str(),
         location = %location,
         %error,
         "after task rejected",

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -79,8 +80,9 @@ pub(crate) struct Shared {
 
 struct State {
     stats: Stats,
-    /// Released tasks waiting for a concurrency slot, oldest first.
-    queue: VecDeque<(Arc<RequestScope>, Job)>,
+    /// Released tasks waiting for a concurrency slot, oldest first, with the tokio
+    /// runtime they were released on (where they must be spawned).
+    queue: VecDeque<(Arc<RequestScope>, Job, Option<Handle>)>,
     phase: Phase,
     cancelled_at: Vec<Location>,
 }
@@ -214,10 +216,10 @@ impl AfterRuntime {
             state.stats.cancelled += n;
             state
                 .cancelled_at
-                .extend(dropped.iter().map(|(_, job)| job.location));
+                .extend(dropped.iter().map(|(_, job, _)| job.location));
             dropped
         });
-        for (scope, job) in &dropped {
+        for (scope, job, _) in &dropped {
             executor::log_cancelled(
                 scope,
                 job.location,
@@ -301,12 +303,14 @@ impl AfterRuntime {
                 state.stats.running += 1;
                 Next::Start(scope, job)
             } else {
-                state.queue.push_back((scope, job));
+                state
+                    .queue
+                    .push_back((scope, job, Handle::try_current().ok()));
                 Next::Queued
             }
         });
         match next {
-            Next::Start(scope, job) => self.spawn(scope, job),
+            Next::Start(scope, job) => self.spawn(scope, job, Handle::try_current().ok()),
             Next::Cancelled(scope, job) => {
                 executor::log_cancelled(
                     &scope,
@@ -320,14 +324,11 @@ impl AfterRuntime {
         }
     }
 
-    fn spawn(&self, scope: Arc<RequestScope>, job: Job) {
+    /// Spawns on `handle`: the tokio runtime the task was released on, so a queued
+    /// task never lands on another one that happens to be current where a sibling
+    /// finished.
+    fn spawn(&self, scope: Arc<RequestScope>, job: Job, handle: Option<Handle>) {
         let location = job.location;
-        // The request's own runtime, so tasks never land on another one that happens
-        // to be current where a sibling finished.
-        let handle = scope
-            .handle
-            .clone()
-            .or_else(|| tokio::runtime::Handle::try_current().ok());
         match handle {
             Some(handle) => {
                 let task = executor::run(self.clone(), scope, job);
@@ -404,8 +405,8 @@ impl AfterRuntime {
             let watched = state.phase != Phase::Running;
             (next, watched && state.stats.running == 0)
         });
-        if let Some((scope, job)) = next {
-            self.spawn(scope, job);
+        if let Some((scope, job, handle)) = next {
+            self.spawn(scope, job, handle);
         }
         if idle {
             self.shared.idle.notify_waiters();

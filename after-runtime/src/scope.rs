@@ -38,11 +38,9 @@ pub(crate) struct RequestScope {
     /// The request's path, copied: a `Uri` from hyper is a slice of the connection's
     /// read buffer, and holding it for as long as the tasks run would pin 8 KiB per
     /// request.
-    pub(crate) path: Box<str>,
+    pub(crate) path: Path,
     /// The span current when the request entered; task spans follow from it.
     pub(crate) span: tracing::Span,
-    /// The tokio runtime the request is served on, where its tasks are spawned.
-    pub(crate) handle: Option<tokio::runtime::Handle>,
     headers: OnceLock<Arc<HeaderMap>>,
     cookies: OnceLock<CookieJar>,
     state: Mutex<State>,
@@ -52,7 +50,9 @@ enum State {
     /// The response is not finished: tasks wait here, and the token keeps a draining
     /// runtime waiting for them.
     Open {
-        jobs: Vec<Job>,
+        /// The first task, inline: most requests register one.
+        first: Option<Job>,
+        rest: Vec<Job>,
         token: Option<TaskTrackerToken>,
     },
     /// The response is finished; new tasks go straight to the executor.
@@ -63,8 +63,42 @@ impl std::fmt::Debug for RequestScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestScope")
             .field("method", &self.method)
-            .field("path", &self.path)
+            .field("path", &self.path.as_str())
             .finish_non_exhaustive()
+    }
+}
+
+/// A copied request path, stored inline when short (most are), so copying it costs
+/// no allocation.
+pub(crate) enum Path {
+    Inline { len: u8, bytes: [u8; Path::INLINE] },
+    Heap(Box<str>),
+}
+
+impl Path {
+    const INLINE: usize = 62;
+
+    fn new(path: &str) -> Self {
+        if path.len() <= Self::INLINE {
+            let mut bytes = [0; Self::INLINE];
+            bytes[..path.len()].copy_from_slice(path.as_bytes());
+            Path::Inline {
+                len: path.len() as u8,
+                bytes,
+            }
+        } else {
+            Path::Heap(path.into())
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `&str` at a char boundary, so always UTF-8.
+            Path::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or("")
+            }
+            Path::Heap(path) => path,
+        }
     }
 }
 
@@ -78,13 +112,13 @@ impl RequestScope {
         RequestScope {
             runtime,
             method,
-            path: uri.path().into(),
+            path: Path::new(uri.path()),
             span,
-            handle: tokio::runtime::Handle::try_current().ok(),
             headers: OnceLock::new(),
             cookies: OnceLock::new(),
             state: Mutex::new(State::Open {
-                jobs: Vec::new(),
+                first: None,
+                rest: Vec::new(),
                 token: None,
             }),
         }
@@ -100,11 +134,14 @@ impl RequestScope {
         self.runtime.admit(self, job.location)?;
         let mut state = self.state();
         match &mut *state {
-            State::Open { jobs, token } => {
+            State::Open { first, rest, token } => {
                 if token.is_none() {
                     *token = Some(self.runtime.token());
                 }
-                jobs.push(job);
+                match first {
+                    None => *first = Some(job),
+                    Some(_) => rest.push(job),
+                }
             }
             State::Released(_) => {
                 drop(state);
@@ -117,17 +154,17 @@ impl RequestScope {
     /// The response is finished: hands every waiting task to the executor, in
     /// registration order. Later calls do nothing.
     pub(crate) fn release(self: &Arc<Self>, outcome: Outcome) {
-        let (jobs, token) = {
+        let (first, rest, token) = {
             let mut state = self.state();
             match std::mem::replace(&mut *state, State::Released(outcome)) {
-                State::Open { jobs, token } => (jobs, token),
+                State::Open { first, rest, token } => (first, rest, token),
                 released => {
                     *state = released;
                     return;
                 }
             }
         };
-        for job in jobs {
+        for job in first.into_iter().chain(rest) {
             self.runtime.dispatch(self.clone(), job);
         }
         // Dropped only now, so a draining runtime never sees a moment with nothing
