@@ -1,9 +1,9 @@
 //! The runtime handle: admission, the bounded executor queue, counts, and shutdown.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -85,6 +85,9 @@ struct State {
     queue: VecDeque<(Arc<RequestScope>, Job, Option<Handle>)>,
     phase: Phase,
     cancelled_at: Vec<Location>,
+    /// Requests whose tasks wait for their response, by scope address, so a
+    /// shutdown deadline can cancel and report those tasks too.
+    open: HashMap<usize, Weak<RequestScope>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +147,7 @@ impl AfterRuntime {
                     queue: VecDeque::new(),
                     phase: Phase::Running,
                     cancelled_at: Vec::new(),
+                    open: HashMap::new(),
                 }),
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
@@ -169,8 +173,9 @@ impl AfterRuntime {
     ///
     /// Tasks registered while draining (nested in running tasks, or by requests the
     /// server is still finishing) are accepted and waited for. At the deadline,
-    /// waiting tasks are dropped unrun and running ones are cancelled at their next
-    /// `.await`; each is counted in `cancelled` and its `file:line` listed in the
+    /// waiting tasks (for a slot, or for a response that has not finished) are
+    /// dropped unrun and running ones are cancelled at their next `.await`; each is
+    /// counted in `cancelled` and its `file:line` listed in the
     /// report. Afterwards every registration is rejected with
     /// [`AfterErrorKind::ShutDown`]. Calling it again returns the final report at once.
     ///
@@ -226,6 +231,36 @@ impl AfterRuntime {
                 "it was still waiting at the shutdown deadline",
             );
         }
+        drop(dropped);
+
+        // Tasks of requests whose responses are still not finished.
+        let open: Vec<Arc<RequestScope>> = shared
+            .state()
+            .open
+            .drain()
+            .filter_map(|(_, scope)| scope.upgrade())
+            .collect();
+        for scope in open {
+            let jobs = scope.cancel_waiting();
+            if jobs.is_empty() {
+                continue;
+            }
+            self.update(|state| {
+                let n = jobs.len() as u64;
+                state.stats.pending -= n;
+                state.stats.cancelled += n;
+                state
+                    .cancelled_at
+                    .extend(jobs.iter().map(|job| job.location));
+            });
+            for job in &jobs {
+                executor::log_cancelled(
+                    &scope,
+                    job.location,
+                    "its response had not finished at the shutdown deadline",
+                );
+            }
+        }
 
         if !drained {
             shared.cancel.cancel();
@@ -252,9 +287,23 @@ impl AfterRuntime {
         }
     }
 
-    /// Keeps a draining runtime waiting while a request's tasks wait for its response.
+    /// Keeps a draining runtime waiting for a request in flight.
     pub(crate) fn token(&self) -> TaskTrackerToken {
         self.shared.tracker.token()
+    }
+
+    /// A request's first task is waiting for its response: remember the request, and
+    /// keep a draining runtime waiting for it.
+    pub(crate) fn opened(&self, scope: &Arc<RequestScope>) -> TaskTrackerToken {
+        let key = Arc::as_ptr(scope) as usize;
+        self.shared.state().open.insert(key, Arc::downgrade(scope));
+        self.shared.tracker.token()
+    }
+
+    /// The request's response finished: its tasks are the executor's now.
+    pub(crate) fn closed(&self, scope: &RequestScope) {
+        let key = std::ptr::from_ref(scope) as usize;
+        self.shared.state().open.remove(&key);
     }
 
     /// Counts a registration, and refuses it when shut down or overloaded.

@@ -136,7 +136,7 @@ impl RequestScope {
         match &mut *state {
             State::Open { first, rest, token } => {
                 if token.is_none() {
-                    *token = Some(self.runtime.token());
+                    *token = Some(self.runtime.opened(self));
                 }
                 match first {
                     None => *first = Some(job),
@@ -164,12 +164,29 @@ impl RequestScope {
                 }
             }
         };
+        if token.is_some() {
+            self.runtime.closed(self);
+        }
         for job in first.into_iter().chain(rest) {
             self.runtime.dispatch(self.clone(), job);
         }
         // Dropped only now, so a draining runtime never sees a moment with nothing
         // in flight.
         drop(token);
+    }
+
+    /// The shutdown deadline passed before the response finished: takes the waiting
+    /// tasks out, unrun, for the runtime to count and report.
+    pub(crate) fn cancel_waiting(&self) -> Vec<Job> {
+        let mut state = self.state();
+        let released = State::Released(Outcome::new(Delivery::NotProduced));
+        match std::mem::replace(&mut *state, released) {
+            State::Open { first, rest, .. } => first.into_iter().chain(rest).collect(),
+            other => {
+                *state = other;
+                Vec::new()
+            }
+        }
     }
 
     pub(crate) fn outcome(&self) -> Option<Outcome> {

@@ -269,3 +269,29 @@ fn tasks_dropped_with_their_tokio_runtime_are_still_counted() {
         "{s:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn at_the_deadline_tasks_of_unfinished_responses_are_cancelled_and_listed() {
+    let runtime = AfterRuntime::builder().build();
+    let service = After::new(
+        service_fn(|_: Request<()>| async {
+            after(async {}).unwrap();
+            after(async {}).unwrap();
+            Ok::<_, Infallible>(Response::new(String::from("a body nobody reads")))
+        }),
+        runtime.clone(),
+    );
+    // The response is out but its body is never read: its tasks keep waiting.
+    let response = service.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(runtime.stats().pending, 2);
+
+    let report = runtime.shutdown(Duration::from_secs(5)).await;
+    let s = report.stats;
+    assert_eq!((s.registered, s.cancelled, s.pending), (2, 2, 0), "{s:?}");
+    assert_eq!(report.cancelled.len(), 2);
+    assert!(report.cancelled.iter().all(|l| l.file() == file!()));
+
+    // The body ending later starts nothing and counts nothing twice.
+    drop(response);
+    assert_eq!(runtime.stats(), s);
+}
