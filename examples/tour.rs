@@ -44,7 +44,9 @@ async fn fail() -> Result<&'static str, StatusCode> {
     after! {
         let o = outcome().expect("inside an after task");
         say(format!(
-            "   after task: ran after a {} response ({:?}) — errors never skip after work",
+            "   after task: ran after a {} response ({:?}): errors never skip after work \
+             (tasks start once the server has written the body, so this may print before \
+             the client reads it)",
             o.status().map_or(0, |s| s.as_u16()),
             o.delivery()
         ));

@@ -89,10 +89,22 @@
 //! # let _ = app;
 //! ```
 //!
-//! `Router::layer` wraps every route; axum then boxes each layer's service, future and
-//! body, a cost every layer with state pays (measured in `tests/allocations.rs`). To
-//! avoid even that, wrap the whole router: `After::new(router, runtime)` costs no
-//! allocation for a request that registers nothing.
+//! A request that registers nothing costs the layer no allocation of its own
+//! (`tests/allocations.rs`: `After` wrapped around a service allocates exactly what
+//! the service does). Through `Router::layer`, axum boxes each layer's service, future
+//! and body, which every layer that holds state pays alike; the test checks that
+//! `AfterLayer` allocates no more than a no-op layer of that shape.
+//!
+//! # Tracing
+//!
+//! Each task runs in an `after_task` span with `method`, `path` and `location`
+//! (`file:line:column`) fields. The span has no parent and *follows from* the span that
+//! was current when the request entered the layer (a `TraceLayer` request span, say):
+//! a task must not keep its request's span open, or traces would show the request
+//! lasting as long as its after work. Subscribers that export links (OpenTelemetry)
+//! join the two; `fmt` prints the task's own fields. Failures, panics, timeouts,
+//! rejections and cancellations are logged at error level with `method`, `path` and
+//! `location` on the event itself, so they read the same under any subscriber.
 //!
 //! # Minimum supported Rust version
 //!

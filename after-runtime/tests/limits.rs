@@ -295,3 +295,46 @@ async fn at_the_deadline_tasks_of_unfinished_responses_are_cancelled_and_listed(
     drop(response);
     assert_eq!(runtime.stats(), s);
 }
+
+#[tokio::test]
+async fn a_requests_tasks_are_handed_over_in_registration_order() {
+    // One slot: the order they start in is the order they were handed over in.
+    let runtime = AfterRuntime::builder().max_concurrency(1).build();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let o = order.clone();
+    request(&runtime, move || async move {
+        for i in 0..20 {
+            let o = o.clone();
+            after(async move { o.lock().unwrap().push(i) }).unwrap();
+        }
+    })
+    .await;
+    runtime.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(*order.lock().unwrap(), (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn the_body_wrapper_forwards_size_hint_and_end_of_stream() {
+    use http_body::Body;
+    use http_body_util::BodyExt;
+
+    let runtime = AfterRuntime::builder().build();
+    let service = After::new(
+        service_fn(|_: Request<()>| async {
+            after(async {}).unwrap();
+            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"12345"),
+            )))
+        }),
+        runtime.clone(),
+    );
+    let mut body = service.oneshot(Request::new(())).await.unwrap().into_body();
+    assert_eq!(body.size_hint().exact(), Some(5));
+    assert!(!body.is_end_stream());
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "12345");
+    assert!(body.is_end_stream());
+    assert_eq!(body.size_hint().exact(), Some(0));
+    // The last frame released the task, before the body was dropped.
+    assert_eq!(runtime.stats().pending, 0);
+}

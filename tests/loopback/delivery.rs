@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::mpsc;
 
@@ -213,5 +214,40 @@ async fn registering_from_a_plain_handler_never_waits() {
     }
     let report = runtime.shutdown(std::time::Duration::from_secs(10)).await;
     assert_eq!(report.stats.succeeded, 100);
+    server.stop().await.unwrap();
+}
+
+/// A streamed body with a declared length whose stream never ends by itself: hyper
+/// (HTTP/1.1) stops polling once the declared bytes are written, and drops it.
+#[with_after]
+async fn declared_length(State(events): State<Events>) -> axum::response::Response {
+    after! {
+        let outcome = outcome().expect("inside a task");
+        events.send(format!("{:?}", outcome.delivery()));
+    }
+    let chunks =
+        futures_util::stream::iter([Bytes::from_static(b"hello"), Bytes::from_static(b"world")])
+            .map(Ok::<_, Infallible>)
+            .chain(futures_util::stream::pending());
+    axum::response::Response::builder()
+        .header(http::header::CONTENT_LENGTH, "10")
+        .body(Body::from_stream(chunks))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_streamed_body_of_declared_length_counts_as_delivered() {
+    let (events, mut rx) = Events::new();
+    let app = Router::new()
+        .route("/", get(declared_length))
+        .with_state(events);
+    let (app, runtime) = with_layer(app);
+    let server = TestServer::start(app).await.unwrap();
+    let response = within(Client::new(Version::Http1).get(&server.url("/")))
+        .await
+        .unwrap();
+    assert_eq!(response.text(), "helloworld");
+    assert_eq!(within(rx.recv()).await.unwrap(), "Delivered");
+    assert_accounted(&runtime);
     server.stop().await.unwrap();
 }

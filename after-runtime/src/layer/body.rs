@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -43,20 +44,35 @@ pin_project! {
         #[pin]
         inner: B,
         release: Option<Release>,
+        // Bytes still to send when the length is known (`Content-Length` or an exact
+        // size hint): hyper stops polling once it has written them.
+        remaining: Option<u64>,
     }
 }
 
 impl<B: Body> AfterBody<B> {
-    pub(crate) fn new(inner: B, release: Option<Release>, is_head: bool) -> Self {
+    pub(crate) fn new(
+        inner: B,
+        release: Option<Release>,
+        is_head: bool,
+        declared: Option<u64>,
+    ) -> Self {
         let mut release = release;
         if let Some(release) = &mut release {
             // Nothing left to send: the response is whole once the head is out, which
             // is when hyper drops the body.
-            if is_head || inner.is_end_stream() {
+            if is_head || inner.is_end_stream() || declared == Some(0) {
                 release.outcome.delivery = Delivery::Delivered;
             }
         }
-        AfterBody { inner, release }
+        let remaining = release
+            .as_ref()
+            .and(declared.or_else(|| inner.size_hint().exact()));
+        AfterBody {
+            inner,
+            release,
+            remaining,
+        }
     }
 }
 
@@ -78,10 +94,17 @@ impl<B: Body> Body for AfterBody<B> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if let (Some(Ok(frame)), Some(remaining)) = (&frame, this.remaining.as_mut())
+            && let Some(data) = frame.data_ref()
+        {
+            *remaining = remaining.saturating_sub(data.remaining() as u64);
+        }
         let finished = match &frame {
             None => Some(Delivery::Delivered),
             Some(Err(_)) => Some(Delivery::Aborted),
-            Some(Ok(_)) if this.inner.is_end_stream() => Some(Delivery::Delivered),
+            Some(Ok(_)) if this.inner.is_end_stream() || *this.remaining == Some(0) => {
+                Some(Delivery::Delivered)
+            }
             Some(Ok(_)) => None,
         };
         if let Some(delivery) = finished

@@ -69,7 +69,11 @@ where
                 _ => None,
             };
             let is_head = *this.is_head;
-            response.map(|body| AfterBody::new(body, release, is_head))
+            let declared = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            response.map(|body| AfterBody::new(body, release, is_head, declared))
         }))
     }
 }

@@ -26,7 +26,8 @@ use crate::scope::{CURRENT, Current, Slot};
 ///
 /// Works with any tower HTTP service (axum, tonic, hyper). Place it outside
 /// `CatchPanicLayer` and `TimeoutLayer`, so their responses are the ones it sees. A
-/// request that registers nothing costs no allocation.
+/// request that registers nothing costs no allocation of the layer's own (axum's
+/// `Router::layer` boxes every layer's service, future and body, this one's alike).
 ///
 /// ```
 /// use after_runtime::{after, AfterLayer, AfterRuntime};

@@ -1,4 +1,5 @@
 //! A handler with `State`, `Path`, `Json` last, a `Result` return and `?`.
+#![deny(warnings)]
 use after_runtime::{after, with_after};
 use axum::extract::{Json, Path, State};
 use axum::http::StatusCode;
