@@ -15,7 +15,7 @@ use crate::error::AfterError;
 #[cfg(feature = "metrics")]
 use crate::metrics;
 use crate::runtime::AfterRuntime;
-use crate::scope::{CURRENT, Current, RequestScope};
+use crate::scope::{RUNNING, RequestScope};
 use crate::task::Job;
 
 /// How a running task ended.
@@ -77,11 +77,8 @@ async fn run_counted(
 
     #[cfg(feature = "metrics")]
     let started = std::time::Instant::now();
-    let task = CURRENT
-        .scope(
-            Current::Running(scope.clone()),
-            AssertUnwindSafe(future).catch_unwind(),
-        )
+    let task = RUNNING
+        .scope(scope.clone(), AssertUnwindSafe(future).catch_unwind())
         .instrument(span.clone());
     let timed = async {
         // Most tasks finish on their first poll; arm the timer only for the rest, so

@@ -203,12 +203,14 @@ impl AfterRuntime {
         shared.tracker.close();
         let deadline = tokio::time::Instant::now() + grace;
         let drained = loop {
-            let waited = tokio::time::timeout_at(deadline, shared.tracker.wait()).await;
-            // A request may have started between the wait ending and this check;
-            // only close once nothing is in flight, or the deadline has passed.
+            // Requests in flight (tracker tokens), then running and queued tasks.
+            let requests = tokio::time::timeout_at(deadline, shared.tracker.wait()).await;
+            let tasks = tokio::time::timeout_at(deadline, self.no_task_running()).await;
+            // Either may have started again while the other was awaited; only close
+            // once nothing is in flight, or the deadline has passed.
             let mut state = shared.state();
-            let idle = shared.tracker.is_empty();
-            if idle || waited.is_err() {
+            let idle = shared.tracker.is_empty() && state.stats.running == 0;
+            if idle || requests.is_err() || tasks.is_err() {
                 state.phase = Phase::Closed;
                 break idle;
             }
@@ -266,24 +268,27 @@ impl AfterRuntime {
             shared.cancel.cancel();
             // Cancelled tasks stop at their next poll. One blocking its thread never
             // does: stop waiting after a bound and report it as still running.
-            let stopped = async {
-                loop {
-                    let idle = shared.idle.notified();
-                    tokio::pin!(idle);
-                    idle.as_mut().enable();
-                    if shared.state().stats.running == 0 {
-                        break;
-                    }
-                    idle.await;
-                }
-            };
-            let _ = tokio::time::timeout(CANCEL_WAIT, stopped).await;
+            let _ = tokio::time::timeout(CANCEL_WAIT, self.no_task_running()).await;
         }
 
         let state = shared.state();
         ShutdownReport {
             stats: state.stats,
             cancelled: state.cancelled_at.clone(),
+        }
+    }
+
+    /// Resolves once no task is running (so none is queued either: the queue only
+    /// fills while every slot is taken). Woken by `finish` outside `Phase::Running`.
+    async fn no_task_running(&self) {
+        loop {
+            let idle = self.shared.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.shared.state().stats.running == 0 {
+                return;
+            }
+            idle.await;
         }
     }
 
@@ -381,7 +386,9 @@ impl AfterRuntime {
         match handle {
             Some(handle) => {
                 let task = executor::run(self.clone(), scope, job);
-                self.shared.tracker.spawn_on(task, &handle);
+                // Not tracked by the `TaskTracker`: `running` counts it, and
+                // `shutdown` waits for that to reach zero.
+                drop(handle.spawn(task));
             }
             None => {
                 executor::log_cancelled(

@@ -17,18 +17,13 @@ use crate::task::Location;
 use crate::task::{Job, TaskOutput};
 
 tokio::task_local! {
-    /// The innermost scope a registration made here belongs to.
-    pub(crate) static CURRENT: Current;
-}
-
-/// What [`CURRENT`] holds. One task-local, so the innermost scope wins: a request
-/// served in-process from inside a running task gets its own scope.
-#[derive(Debug)]
-pub(crate) enum Current {
     /// Set by `AfterLayer` around the inner service's future.
-    Request(Slot),
-    /// Set by the executor around a running task.
-    Running(Arc<RequestScope>),
+    pub(crate) static REQUEST: Slot;
+    /// Set by the executor around a running task. Tasks are spawned, so a running
+    /// task's scope is always outside any request scope set within it: `REQUEST`,
+    /// when set, is the innermost. Kept apart so a running task's future carries an
+    /// `Arc`, not a whole `Slot`.
+    pub(crate) static RUNNING: Arc<RequestScope>;
 }
 
 /// One request's tasks, and what they may read of it.
@@ -346,33 +341,20 @@ impl std::fmt::Debug for Slot {
 /// The scope a registration made here belongs to: the running task's, else the
 /// request's under `AfterLayer`.
 pub(crate) fn current() -> Option<Arc<RequestScope>> {
-    CURRENT
-        .try_with(|current| match current {
-            Current::Request(slot) => slot.scope().clone(),
-            Current::Running(scope) => scope.clone(),
-        })
-        .ok()
+    layer_scope().or_else(|| RUNNING.try_with(Arc::clone).ok())
 }
 
 /// The request scope `AfterLayer` set, if this code runs inside one.
 pub(crate) fn layer_scope() -> Option<Arc<RequestScope>> {
-    CURRENT
-        .try_with(|current| match current {
-            Current::Request(slot) => Some(slot.scope().clone()),
-            Current::Running(_) => None,
-        })
-        .ok()
-        .flatten()
+    REQUEST.try_with(|slot| slot.scope().clone()).ok()
 }
 
 pub(crate) fn running_outcome() -> Option<Outcome> {
-    CURRENT
-        .try_with(|current| match current {
-            Current::Running(scope) => scope.outcome(),
-            Current::Request(_) => None,
-        })
-        .ok()
-        .flatten()
+    // Inside a request served from within a task, that request has no outcome yet.
+    if REQUEST.try_with(|_| ()).is_ok() {
+        return None;
+    }
+    RUNNING.try_with(|scope| scope.outcome()).ok().flatten()
 }
 
 /// Runs `future` after the current request's response has been sent.

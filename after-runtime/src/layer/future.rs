@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 
 use super::body::AfterBody;
-use crate::scope::Current;
+use crate::scope::Slot;
 
 pin_project! {
     /// Runs the inner service's future inside the request scope, and hands the
@@ -34,13 +34,13 @@ pin_project! {
     /// ```
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: TaskLocalFuture<Current, F>,
+        inner: TaskLocalFuture<Slot, F>,
         is_head: bool,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: TaskLocalFuture<Current, F>, is_head: bool) -> Self {
+    pub(crate) fn new(inner: TaskLocalFuture<Slot, F>, is_head: bool) -> Self {
         ResponseFuture { inner, is_head }
     }
 }
@@ -64,10 +64,7 @@ where
         // Dropping a slot that holds a scope releases it as "not produced".
         let slot = this.inner.take_value();
         Poll::Ready(result.map(|response| {
-            let release = match slot {
-                Some(Current::Request(slot)) => slot.into_release(response.status()),
-                _ => None,
-            };
+            let release = slot.and_then(|slot| slot.into_release(response.status()));
             let is_head = *this.is_head;
             let declared = response
                 .headers()

@@ -16,7 +16,7 @@ use tower_service::Service;
 pub use self::body::AfterBody;
 pub use self::future::ResponseFuture;
 use crate::runtime::AfterRuntime;
-use crate::scope::{CURRENT, Current, Slot};
+use crate::scope::{REQUEST, Slot};
 
 /// Gives every request a scope for `after!` and [`after()`](crate::after()), and starts
 /// the tasks registered in it once the response is finished: its body reached its
@@ -126,9 +126,6 @@ where
             req.uri().clone(),
         );
         let is_head = req.method() == http::Method::HEAD;
-        ResponseFuture::new(
-            CURRENT.scope(Current::Request(slot), self.inner.call(req)),
-            is_head,
-        )
+        ResponseFuture::new(REQUEST.scope(slot, self.inner.call(req)), is_head)
     }
 }
