@@ -25,8 +25,20 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const REQUESTS: usize = 200;
 
+/// Short paths are copied inline; long ones keep a reference to the URI. Both are
+/// exercised.
+static PATHS: [&[u8]; 2] = [
+    b"/orders/42?expand=items",
+    b"/orders/42/items/7/shipments/2026-11-22/tracking-events/carrier-updates/latest?expand=all",
+];
+
+thread_local! {
+    static PATH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn request() -> Request<Body> {
-    let uri = Uri::from_maybe_shared(Bytes::from_static(b"/orders/42?expand=items")).unwrap();
+    let path = PATHS[PATH.get()];
+    let uri = Uri::from_maybe_shared(Bytes::from_static(path)).unwrap();
     Request::get(uri).body(Body::empty()).unwrap()
 }
 
@@ -67,7 +79,9 @@ fn a_request_that_registers_nothing_allocates_nothing_extra() {
         .unwrap();
     tokio.block_on(async {
         let runtime = AfterRuntime::builder().build();
-        let plain = Router::new().route("/orders/{id}", get(|| async { "ok" }));
+        let plain = Router::new()
+            .route("/orders/{id}", get(|| async { "ok" }))
+            .fallback(|| async { "ok" });
         let layered = plain.clone().layer(AfterLayer::new(runtime.clone()));
         let registering = Router::new()
             .route(
@@ -79,7 +93,17 @@ fn a_request_that_registers_nothing_allocates_nothing_extra() {
             )
             .layer(AfterLayer::new(runtime.clone()));
 
-        // Wrapping the whole router: the layer's own cost, nothing else.
+        // Wrapping the whole router: the layer's own cost, nothing else, for a long
+        // path as for a short one.
+        PATH.set(1);
+        let long_plain = allocations_per_request(plain.clone()).await;
+        let long_wrapped =
+            allocations_per_request(After::new(plain.clone(), runtime.clone())).await;
+        assert_eq!(
+            long_wrapped, long_plain,
+            "a long path cost the layer an allocation"
+        );
+        PATH.set(0);
         let plain_router = allocations_per_request(plain.clone()).await;
         let wrapped_router =
             allocations_per_request(After::new(plain.clone(), runtime.clone())).await;

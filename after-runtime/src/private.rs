@@ -10,7 +10,7 @@ use http::request::Parts;
 
 use crate::context::{Cookies, Headers};
 use crate::runtime::AfterRuntime;
-use crate::scope::{self, Release, RequestScope};
+use crate::scope::{self, Path, Release, RequestScope};
 pub use crate::task::Location;
 use crate::task::{Job, TaskOutput};
 
@@ -75,7 +75,7 @@ impl<S: Send + Sync, const CAPTURE: bool> FromRequestParts<S> for Scope<CAPTURE>
                 let scope = Arc::new(RequestScope::new(
                     AfterRuntime::global(),
                     parts.method.clone(),
-                    &parts.uri,
+                    Path::new(parts.uri.path()),
                     tracing::Span::current(),
                 ));
                 (scope.clone(), Some(Release::standalone(scope)))

@@ -65,6 +65,7 @@ impl std::fmt::Debug for RequestScope {
 
 /// A copied request path, stored inline when short (most are), so copying it costs
 /// no allocation.
+#[derive(Clone)]
 pub(crate) enum Path {
     Inline { len: u8, bytes: [u8; Path::INLINE] },
     Heap(Box<str>),
@@ -73,7 +74,7 @@ pub(crate) enum Path {
 impl Path {
     const INLINE: usize = 62;
 
-    fn new(path: &str) -> Self {
+    pub(crate) fn new(path: &str) -> Self {
         if path.len() <= Self::INLINE {
             let mut bytes = [0; Self::INLINE];
             bytes[..path.len()].copy_from_slice(path.as_bytes());
@@ -101,13 +102,13 @@ impl RequestScope {
     pub(crate) fn new(
         runtime: AfterRuntime,
         method: Method,
-        uri: &Uri,
+        path: Path,
         span: tracing::Span,
     ) -> Self {
         RequestScope {
             runtime,
             method,
-            path: Path::new(uri.path()),
+            path,
             span,
             headers: OnceLock::new(),
             cookies: OnceLock::new(),
@@ -244,7 +245,7 @@ impl RequestScope {
 pub(crate) struct Slot {
     runtime: AfterRuntime,
     method: Method,
-    uri: Uri,
+    path: SlotPath,
     span: tracing::Span,
     pub(crate) started: Instant,
     scope: OnceCell<Arc<RequestScope>>,
@@ -253,10 +254,10 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn new(runtime: AfterRuntime, method: Method, uri: Uri) -> Self {
+    pub(crate) fn new(runtime: AfterRuntime, method: Method, uri: &Uri) -> Self {
         Slot {
             method,
-            uri,
+            path: SlotPath::new(uri),
             span: tracing::Span::current(),
             started: Instant::now(),
             scope: OnceCell::new(),
@@ -270,7 +271,7 @@ impl Slot {
             Arc::new(RequestScope::new(
                 self.runtime.clone(),
                 self.method.clone(),
-                &self.uri,
+                self.path.to_path(),
                 self.span.clone(),
             ))
         })
@@ -333,8 +334,33 @@ impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
             .field("method", &self.method)
-            .field("path", &self.uri.path())
+            .field("path", &self.path.to_path().as_str())
             .finish_non_exhaustive()
+    }
+}
+
+/// The path as a slot keeps it until a scope needs it: a short one copied inline
+/// (cheaper than cloning the `Uri`), a long one by cloning the `Uri` (a reference
+/// count, where copying it would allocate for every request).
+enum SlotPath {
+    Short(Path),
+    Long(Uri),
+}
+
+impl SlotPath {
+    fn new(uri: &Uri) -> Self {
+        if uri.path().len() <= Path::INLINE {
+            SlotPath::Short(Path::new(uri.path()))
+        } else {
+            SlotPath::Long(uri.clone())
+        }
+    }
+
+    fn to_path(&self) -> Path {
+        match self {
+            SlotPath::Short(path) => path.clone(),
+            SlotPath::Long(uri) => Path::new(uri.path()),
+        }
     }
 }
 

@@ -120,11 +120,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let slot = Slot::new(
-            self.runtime.clone(),
-            req.method().clone(),
-            req.uri().clone(),
-        );
+        let slot = Slot::new(self.runtime.clone(), req.method().clone(), req.uri());
         let is_head = req.method() == http::Method::HEAD;
         ResponseFuture::new(REQUEST.scope(slot, self.inner.call(req)), is_head)
     }
