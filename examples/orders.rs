@@ -18,27 +18,6 @@ use after_runtime::AfterRuntime;
 use after_workspace::orders;
 use tokio::net::TcpListener;
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c()
-            .await
-            .expect("install the Ctrl-C handler");
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install the SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        _ = terminate => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<(), after_workspace::BoxError> {
     tracing_subscriber::fmt()
@@ -72,7 +51,7 @@ async fn main() -> Result<(), after_workspace::BoxError> {
         listener,
         app,
         &runtime,
-        shutdown_signal(),
+        after_workspace::shutdown_signal(),
         Duration::from_secs(20),
     )
     .await?;

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use after_runtime::{AfterLayer, AfterRuntime, after, outcome, with_after};
-use after_workspace::{Client, Version};
+use after_workspace::{Client, Version, shutdown_signal};
 use axum::Router;
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -78,29 +78,6 @@ async fn slow() -> &'static str {
         say("   after task: slow report finished during the shutdown drain");
     }
     "report started"
-}
-
-/// Resolves on Ctrl-C, or on SIGTERM (what orchestrators send before killing a
-/// process).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c()
-            .await
-            .expect("install the Ctrl-C handler");
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install the SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        _ = terminate => {}
-    }
 }
 
 #[tokio::main]

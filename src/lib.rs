@@ -195,3 +195,27 @@ pub async fn within<F: std::future::Future>(future: F) -> F::Output {
         .await
         .expect("the awaited signal never came (20 s guard)")
 }
+
+/// Resolves on Ctrl-C, or on SIGTERM (what orchestrators send before they kill a
+/// process): the signal for `axum::serve(..).with_graceful_shutdown(..)`, after which
+/// the examples drain their `AfterRuntime`.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c()
+            .await
+            .expect("install the Ctrl-C handler");
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler")
+            .recv()
+            .await;
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
