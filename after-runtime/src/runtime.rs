@@ -90,6 +90,14 @@ struct State {
     open: HashMap<usize, Weak<RequestScope>>,
 }
 
+impl State {
+    /// Counts one task as cancelled and remembers where it was registered.
+    fn cancelled(&mut self, location: Location) {
+        self.stats.cancelled += 1;
+        self.cancelled_at.push(location);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
@@ -218,12 +226,10 @@ impl AfterRuntime {
 
         let dropped = self.update(|state| {
             let dropped: Vec<_> = state.queue.drain(..).collect();
-            let n = dropped.len() as u64;
-            state.stats.pending -= n;
-            state.stats.cancelled += n;
-            state
-                .cancelled_at
-                .extend(dropped.iter().map(|(_, job, _)| job.location));
+            state.stats.pending -= dropped.len() as u64;
+            for (_, job, _) in &dropped {
+                state.cancelled(job.location);
+            }
             dropped
         });
         for (scope, job, _) in &dropped {
@@ -248,12 +254,10 @@ impl AfterRuntime {
                 continue;
             }
             self.update(|state| {
-                let n = jobs.len() as u64;
-                state.stats.pending -= n;
-                state.stats.cancelled += n;
-                state
-                    .cancelled_at
-                    .extend(jobs.iter().map(|job| job.location));
+                state.stats.pending -= jobs.len() as u64;
+                for job in &jobs {
+                    state.cancelled(job.location);
+                }
             });
             for job in &jobs {
                 executor::log_cancelled(
@@ -346,25 +350,24 @@ impl AfterRuntime {
             Queued,
             Cancelled(Arc<RequestScope>, Job),
         }
+        // The tokio runtime the task is released on, where it must be spawned.
+        let handle = Handle::try_current().ok();
         let next = self.update(|state| {
             if state.phase == Phase::Closed {
                 state.stats.pending -= 1;
-                state.stats.cancelled += 1;
-                state.cancelled_at.push(job.location);
+                state.cancelled(job.location);
                 Next::Cancelled(scope, job)
             } else if state.stats.running < self.shared.config.max_concurrency as u64 {
                 state.stats.pending -= 1;
                 state.stats.running += 1;
                 Next::Start(scope, job)
             } else {
-                state
-                    .queue
-                    .push_back((scope, job, Handle::try_current().ok()));
+                state.queue.push_back((scope, job, handle.clone()));
                 Next::Queued
             }
         });
         match next {
-            Next::Start(scope, job) => self.spawn(scope, job, Handle::try_current().ok()),
+            Next::Start(scope, job) => self.spawn(scope, job, handle),
             Next::Cancelled(scope, job) => {
                 executor::log_cancelled(
                     &scope,
@@ -443,10 +446,7 @@ impl AfterRuntime {
                 End::Failed => stats.failed += 1,
                 End::Panicked => stats.panicked += 1,
                 End::TimedOut => stats.timed_out += 1,
-                End::Cancelled => {
-                    stats.cancelled += 1;
-                    state.cancelled_at.push(location);
-                }
+                End::Cancelled => state.cancelled(location),
             }
             let next = state.queue.pop_front();
             // Give back what a burst grew the queue to, once it has drained.

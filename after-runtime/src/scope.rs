@@ -150,20 +150,13 @@ impl RequestScope {
     /// The response is finished: hands every waiting task to the executor, in
     /// registration order. Later calls do nothing.
     pub(crate) fn release(self: &Arc<Self>, outcome: Outcome) {
-        let (first, rest, token) = {
-            let mut state = self.state();
-            match std::mem::replace(&mut *state, State::Released(outcome)) {
-                State::Open { first, rest, token } => (first, rest, token),
-                released => {
-                    *state = released;
-                    return;
-                }
-            }
+        let Some((jobs, token)) = self.close(outcome) else {
+            return;
         };
         if token.is_some() {
             self.runtime.closed(self);
         }
-        for job in first.into_iter().chain(rest) {
+        for job in jobs {
             self.runtime.dispatch(self.clone(), job);
         }
         // Dropped only now, so a draining runtime never sees a moment with nothing
@@ -174,13 +167,24 @@ impl RequestScope {
     /// The shutdown deadline passed before the response finished: takes the waiting
     /// tasks out, unrun, for the runtime to count and report.
     pub(crate) fn cancel_waiting(&self) -> Vec<Job> {
+        self.close(Outcome::new(Delivery::NotProduced))
+            .map(|(jobs, _token)| jobs.collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks the response finished with `outcome` and hands out the tasks that were
+    /// waiting for it, in registration order, with the drain token; `None` if it was
+    /// already finished.
+    fn close(
+        &self,
+        outcome: Outcome,
+    ) -> Option<(impl Iterator<Item = Job>, Option<TaskTrackerToken>)> {
         let mut state = self.state();
-        let released = State::Released(Outcome::new(Delivery::NotProduced));
-        match std::mem::replace(&mut *state, released) {
-            State::Open { first, rest, .. } => first.into_iter().chain(rest).collect(),
-            other => {
-                *state = other;
-                Vec::new()
+        match std::mem::replace(&mut *state, State::Released(outcome)) {
+            State::Open { first, rest, token } => Some((first.into_iter().chain(rest), token)),
+            released => {
+                *state = released;
+                None
             }
         }
     }
@@ -364,8 +368,9 @@ impl SlotPath {
     }
 }
 
-/// The scope a registration made here belongs to: the running task's, else the
-/// request's under `AfterLayer`.
+/// The scope a registration made here belongs to: the request's under `AfterLayer`
+/// (the innermost, when a request is served from within a task), else the running
+/// task's.
 pub(crate) fn current() -> Option<Arc<RequestScope>> {
     layer_scope().or_else(|| RUNNING.try_with(Arc::clone).ok())
 }
