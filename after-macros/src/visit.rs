@@ -144,6 +144,9 @@ impl<'a> Rewriter<'a> {
         let headers = self.uses(&input.body, "headers");
         let cookies = self.uses(&input.body, "cookies");
         self.captures_request |= headers.is_some() || cookies.is_some();
+        // The runtime's path carries the block's span, so errors in the generated call
+        // (a non-`Send` capture, a wrong block value) point at the user's `after!`.
+        let krate = &respan(self.krate.to_token_stream(), span);
 
         let block = match Block::parse_within.parse2(input.body.clone()) {
             Ok(stmts) => {
@@ -152,7 +155,7 @@ impl<'a> Rewriter<'a> {
                     stmts,
                 };
                 self.visit_block_mut(&mut block);
-                type_the_final_ok(&mut block, &respan(self.krate.to_token_stream(), span));
+                type_the_final_ok(&mut block, krate);
                 let stmts = &block.stmts;
                 quote!(#(#stmts)*)
             }
@@ -161,9 +164,6 @@ impl<'a> Rewriter<'a> {
             Err(_) => input.body,
         };
 
-        // The runtime's path carries the block's span, so errors in the generated call
-        // (a non-`Send` capture, a wrong block value) point at the user's `after!`.
-        let krate = &respan(self.krate.to_token_stream(), span);
         let after = context_ident();
         let bind = |name: Option<Span>, getter: &str| {
             name.map(|name_span| {
@@ -232,19 +232,15 @@ impl<'a> Rewriter<'a> {
                     match trees.next() {
                         Some(TokenTree::Group(group)) => {
                             let rewritten = self.rewrite_input(group.stream(), ident.span());
-                            let mut new = Group::new(group.delimiter(), rewritten);
-                            new.set_span(group.span());
-                            out.push(TokenTree::Group(new));
+                            out.push(regroup(&group, rewritten, group.span()));
                         }
                         Some(other) => out.push(other),
                         None => {}
                     }
                 }
                 TokenTree::Group(group) => {
-                    let mut new =
-                        Group::new(group.delimiter(), self.rewrite_tokens(group.stream()));
-                    new.set_span(group.span());
-                    out.push(TokenTree::Group(new));
+                    let rewritten = self.rewrite_tokens(group.stream());
+                    out.push(regroup(&group, rewritten, group.span()));
                 }
                 other => out.push(other),
             }
@@ -288,14 +284,12 @@ impl VisitMut for Rewriter<'_> {
         match expr {
             Expr::Macro(m) if self.is_after(&m.mac) => self.rewrite(&mut m.mac),
             Expr::Macro(m) => self.rewrite_other_macro(&mut m.mac),
-            Expr::Async(block) if block.capture.is_some() => {
-                let before = self.found;
-                visit_mut::visit_expr_mut(self, expr);
-                if self.found > before {
-                    self.own_context(expr);
-                }
-            }
-            Expr::Closure(closure) if closure.capture.is_some() => {
+            Expr::Async(syn::ExprAsync {
+                capture: Some(_), ..
+            })
+            | Expr::Closure(syn::ExprClosure {
+                capture: Some(_), ..
+            }) => {
                 let before = self.found;
                 visit_mut::visit_expr_mut(self, expr);
                 if self.found > before {
@@ -348,15 +342,20 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
         .into_iter()
         .map(|mut tree| {
             if let TokenTree::Group(group) = &tree {
-                let mut new = Group::new(group.delimiter(), respan(group.stream(), span));
-                new.set_span(span);
-                tree = TokenTree::Group(new);
+                tree = regroup(group, respan(group.stream(), span), span);
             } else {
                 tree.set_span(span);
             }
             tree
         })
         .collect()
+}
+
+/// `group`'s delimiter around `stream`, spanned at `span`.
+fn regroup(group: &Group, stream: TokenStream, span: Span) -> TokenTree {
+    let mut new = Group::new(group.delimiter(), stream);
+    new.set_span(span);
+    TokenTree::Group(new)
 }
 
 /// A block that uses `?` and ends in a plain `Ok(())` leaves the error type to
