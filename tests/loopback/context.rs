@@ -10,7 +10,7 @@ use axum::routing::get;
 use http_body_util::Full;
 use tokio::sync::oneshot;
 
-use crate::{Events, Handoff, assert_accounted, with_layer};
+use crate::{Events, Handoff, assert_accounted, next_sorted, with_layer};
 
 #[derive(Clone)]
 struct Pair {
@@ -47,11 +47,7 @@ async fn a_requests_tasks_run_concurrently() {
     within(Client::new(Version::Http1).get(&server.url("/")))
         .await
         .unwrap();
-    let mut seen = vec![
-        within(rx.recv()).await.unwrap(),
-        within(rx.recv()).await.unwrap(),
-    ];
-    seen.sort();
+    let seen = next_sorted(&mut rx, 2).await;
     assert_eq!(seen, ["first saw the second", "second signalled"]);
     assert_eq!(runtime.stats().succeeded, 2);
     server.stop().await.unwrap();
@@ -97,11 +93,7 @@ async fn tasks_see_the_requests_headers_and_cookies() {
             .body(Full::default())
             .unwrap();
         within(Client::new(version).fetch(request)).await.unwrap();
-        let mut seen = vec![
-            within(rx.recv()).await.unwrap(),
-            within(rx.recv()).await.unwrap(),
-        ];
-        seen.sort();
+        let seen = next_sorted(&mut rx, 2).await;
         assert_eq!(
             seen,
             [
@@ -131,11 +123,7 @@ async fn malformed_cookies_are_skipped_without_panic_or_delay() {
         .await
         .unwrap();
     assert_eq!(response.head.status, 200);
-    let mut seen = vec![
-        within(rx.recv()).await.unwrap(),
-        within(rx.recv()).await.unwrap(),
-    ];
-    seen.sort();
+    let seen = next_sorted(&mut rx, 2).await;
     assert_eq!(
         seen,
         [r#"agent=none session=Some("ok") theme=None"#, "cookies=1"]

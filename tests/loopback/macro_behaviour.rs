@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 
-use crate::{Events, assert_accounted, with_layer};
+use crate::{Events, assert_accounted, next_sorted, with_layer};
 
 #[with_after]
 async fn per_item(State(events): State<Events>, Path(n): Path<u32>) -> String {
@@ -57,21 +57,13 @@ async fn a_loop_registers_one_task_per_iteration_with_its_values() {
         .unwrap();
     assert_eq!(response.text(), "3 registered");
     assert_eq!(within(rx.recv()).await.unwrap(), "handler done");
-    let mut seen: Vec<String> = Vec::new();
-    for _ in 0..3 {
-        seen.push(within(rx.recv()).await.unwrap());
-    }
-    seen.sort();
+    let seen = next_sorted(&mut rx, 3).await;
     assert_eq!(seen, ["item 0 of 3", "item 1 of 3", "item 2 of 3"]);
 
     within(Client::new(Version::Http2).get(&server.url("/fallible")))
         .await
         .unwrap();
-    let mut seen = vec![
-        within(rx.recv()).await.unwrap(),
-        within(rx.recv()).await.unwrap(),
-    ];
-    seen.sort();
+    let seen = next_sorted(&mut rx, 2).await;
     assert_eq!(
         seen,
         ["before the failure", "registered from a spawned task"]

@@ -32,6 +32,20 @@ impl Events {
     }
 }
 
+/// The next `n` events, sorted: for tasks that run concurrently, whose order is theirs.
+pub(crate) async fn next_sorted(rx: &mut mpsc::UnboundedReceiver<String>, n: usize) -> Vec<String> {
+    let mut seen = Vec::with_capacity(n);
+    for _ in 0..n {
+        seen.push(
+            after_workspace::within(rx.recv())
+                .await
+                .expect("events sender alive"),
+        );
+    }
+    seen.sort();
+    seen
+}
+
 /// A gate a task waits at until the test opens it.
 #[derive(Clone)]
 pub(crate) struct Gate(Arc<tokio::sync::Semaphore>);

@@ -9,7 +9,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 
-use crate::{Events, assert_accounted, with_layer};
+use crate::{Events, assert_accounted, next_sorted, with_layer};
 
 async fn helper(events: Events) {
     after(async move { events.send("from a helper") }).expect("inside the request scope");
@@ -62,11 +62,7 @@ async fn after_works_in_helpers_middleware_and_running_tasks() {
     within(Client::new(Version::Http1).get(&server.url("/")))
         .await
         .unwrap();
-    let mut seen: Vec<String> = Vec::new();
-    for _ in 0..4 {
-        seen.push(within(rx.recv()).await.unwrap());
-    }
-    seen.sort();
+    let seen = next_sorted(&mut rx, 4).await;
     assert_eq!(
         seen,
         [
@@ -80,11 +76,7 @@ async fn after_works_in_helpers_middleware_and_running_tasks() {
     within(Client::new(Version::Http2).get(&server.url("/blocks")))
         .await
         .unwrap();
-    let mut seen: Vec<String> = Vec::new();
-    for _ in 0..3 {
-        seen.push(within(rx.recv()).await.unwrap());
-    }
-    seen.sort();
+    let seen = next_sorted(&mut rx, 3).await;
     assert_eq!(
         seen,
         ["from middleware for /blocks", "inner block", "outer block"]

@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use after_runtime::{after, with_after};
+use after_runtime::{AfterRuntime, after, with_after};
 use after_workspace::{Client, TestServer, Version, within};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use futures_util::poll;
+use tokio::sync::mpsc;
 
 use crate::{Events, Gate, assert_accounted, with_layer};
 
@@ -33,9 +34,12 @@ async fn two_stage(State(g): State<Gates>) -> &'static str {
     "ok"
 }
 
-#[tokio::test]
-async fn shutdown_waits_for_pending_and_nested_tasks() {
-    let (events, mut rx) = Events::new();
+/// Serves one request to `two_stage` over `version` and stops the server: its task
+/// is left waiting at the outer gate.
+async fn serve_one_two_stage_request(
+    version: Version,
+) -> (AfterRuntime, Gates, mpsc::UnboundedReceiver<String>) {
+    let (events, rx) = Events::new();
     let gates = Gates {
         outer: Gate::new(),
         inner: Gate::new(),
@@ -46,10 +50,16 @@ async fn shutdown_waits_for_pending_and_nested_tasks() {
         .with_state(gates.clone());
     let (app, runtime) = with_layer(app);
     let server = TestServer::start(app).await.unwrap();
-    within(Client::new(Version::Http2).get(&server.url("/")))
+    within(Client::new(version).get(&server.url("/")))
         .await
         .unwrap();
     server.stop().await.unwrap();
+    (runtime, gates, rx)
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_pending_and_nested_tasks() {
+    let (runtime, gates, mut rx) = serve_one_two_stage_request(Version::Http2).await;
 
     let shutdown = runtime.shutdown(Duration::from_secs(60));
     tokio::pin!(shutdown);
@@ -81,21 +91,7 @@ async fn shutdown_waits_for_pending_and_nested_tasks() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_cancels_at_the_deadline_and_reports_where() {
-    let (events, _rx) = Events::new();
-    let gates = Gates {
-        outer: Gate::new(),
-        inner: Gate::new(),
-        events,
-    };
-    let app = Router::new()
-        .route("/", get(two_stage))
-        .with_state(gates.clone());
-    let (app, runtime) = with_layer(app);
-    let server = TestServer::start(app).await.unwrap();
-    within(Client::new(Version::Http1).get(&server.url("/")))
-        .await
-        .unwrap();
-    server.stop().await.unwrap();
+    let (runtime, _gates, _rx) = serve_one_two_stage_request(Version::Http1).await;
 
     // The gate never opens: the paused clock jumps to the deadline.
     let report = runtime.shutdown(Duration::from_secs(30)).await;
