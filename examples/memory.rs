@@ -127,6 +127,19 @@ async fn drain(gate: &Notify, runtime: &AfterRuntime) -> Stats {
     }
 }
 
+/// Prints the counts while the tasks were held, opens the gate, and prints what the
+/// heap keeps once every task has run.
+async fn drain_and_report(gate: &Notify, runtime: &AfterRuntime, before: Memory, held: Stats) {
+    println!("|   stats while held: {held:?} | | | | | |");
+    let end = drain(gate, runtime).await;
+    let drained = Memory::now();
+    println!(
+        "|   after the gate opened and all ran: heap {:+} B vs before; stats {end:?} | | | | | |",
+        drained.heap - before.heap
+    );
+    assert_eq!(end.succeeded, TASKS + 1, "{end:?}");
+}
+
 /// Lets spawned tasks (the gate task) get their first poll.
 async fn settle() {
     for _ in 0..10 {
@@ -181,14 +194,7 @@ async fn one_request(future_bytes: usize) {
         released,
         future_bytes,
     );
-    println!("|   stats while held: {stats:?} | | | | | |");
-    let end = drain(&gate, &runtime).await;
-    let drained = Memory::now();
-    println!(
-        "|   after the gate opened and all ran: heap {:+} B vs before; stats {end:?} | | | | | |",
-        drained.heap - before.heap
-    );
-    assert_eq!(end.succeeded, TASKS + 1, "{end:?}");
+    drain_and_report(&gate, &runtime, before, stats).await;
 }
 
 /// Shape 2: `TASKS` requests register one task each.
@@ -235,14 +241,7 @@ async fn one_task_per_request(future_bytes: usize) {
         held,
         future_bytes,
     );
-    println!("|   stats while held: {stats:?} | | | | | |");
-    let end = drain(&gate, &runtime).await;
-    let drained = Memory::now();
-    println!(
-        "|   after the gate opened and all ran: heap {:+} B vs before; stats {end:?} | | | | | |",
-        drained.heap - before.heap
-    );
-    assert_eq!(end.succeeded, TASKS + 1, "{end:?}");
+    drain_and_report(&gate, &runtime, before, stats).await;
 }
 
 /// Connections the loopback shape sends its requests on.
