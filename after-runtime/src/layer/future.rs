@@ -66,10 +66,11 @@ where
         Poll::Ready(result.map(|response| {
             let release = slot.and_then(|slot| slot.into_release(response.status()));
             let is_head = *this.is_head;
-            let declared = response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
+            // Only a body that releases tasks needs its declared length.
+            let declared = release.as_ref().and_then(|_| {
+                let length = response.headers().get(http::header::CONTENT_LENGTH)?;
+                length.to_str().ok()?.parse().ok()
+            });
             response.map(|body| AfterBody::new(body, release, is_head, declared))
         }))
     }
