@@ -1,12 +1,11 @@
 //! Running one task: its span, panic isolation, timeout, cancellation, and the log
 //! line for every way it can end.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
-use std::task::Poll;
-
-use crate::task::Location;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures_util::FutureExt;
 use tracing::Instrument;
@@ -16,7 +15,7 @@ use crate::error::AfterError;
 use crate::metrics;
 use crate::runtime::AfterRuntime;
 use crate::scope::{RUNNING, RequestScope};
-use crate::task::Job;
+use crate::task::{BoxFuture, Job, Location};
 
 /// How a running task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +30,15 @@ pub(crate) enum End {
 /// Counts the task as cancelled if it is dropped before it ends, as when the tokio
 /// runtime itself shuts down, so no task goes uncounted.
 struct Counted {
-    runtime: AfterRuntime,
+    scope: Arc<RequestScope>,
     location: Location,
     end: Option<End>,
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.runtime
+        self.scope
+            .runtime
             .finish(self.end.unwrap_or(End::Cancelled), self.location);
     }
 }
@@ -46,26 +46,19 @@ impl Drop for Counted {
 /// The future a task runs as. Its guard exists before the first poll, so a future
 /// tokio drops unpolled (spawned onto a runtime that is shutting down) is still
 /// counted.
-pub(crate) fn run(
-    runtime: AfterRuntime,
-    scope: Arc<RequestScope>,
-    job: Job,
-) -> impl Future<Output = ()> + Send {
+pub(crate) fn run(scope: Arc<RequestScope>, job: Job) -> impl Future<Output = ()> + Send {
+    let Job { future, location } = job;
     let counted = Counted {
-        runtime: runtime.clone(),
-        location: job.location,
+        scope,
+        location,
         end: None,
     };
-    run_counted(runtime, scope, job, counted)
+    run_counted(future, counted)
 }
 
-async fn run_counted(
-    runtime: AfterRuntime,
-    scope: Arc<RequestScope>,
-    job: Job,
-    mut counted: Counted,
-) {
-    let Job { future, location } = job;
+async fn run_counted(future: BoxFuture, mut counted: Counted) {
+    let scope = &counted.scope;
+    let location = counted.location;
     let span = tracing::info_span!(
         parent: None,
         "after_task",
@@ -77,69 +70,92 @@ async fn run_counted(
 
     #[cfg(feature = "metrics")]
     let started = std::time::Instant::now();
-    let task = RUNNING
-        .scope(scope.clone(), AssertUnwindSafe(future).catch_unwind())
-        .instrument(span.clone());
-    let timed = async {
-        // Most tasks finish on their first poll; arm the timer only for the rest, so
-        // they never touch the timer wheel.
-        let mut task = std::pin::pin!(task);
-        let first = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
-        match (first, runtime.task_timeout()) {
-            (Poll::Ready(result), _) => Some(result),
-            (Poll::Pending, Some(limit)) => tokio::time::timeout(limit, task).await.ok(),
-            (Poll::Pending, None) => Some(task.await),
-        }
+    let mut task = pin!(
+        RUNNING
+            .scope(Arc::clone(scope), AssertUnwindSafe(future).catch_unwind())
+            .instrument(span)
+    );
+    // Most tasks finish on their first poll. Only the others need the timer and the
+    // cancellation token, and they wait in a box, so the future every task is
+    // spawned as stays small (it is moved into tokio's task cell).
+    let result = match poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await {
+        Poll::Ready(result) => Ok(Some(result)),
+        Poll::Pending => Box::pin(wait(task.as_mut(), &scope.runtime)).await,
     };
-    // The task is polled first: one that ends on its first poll never registers with
-    // the shared cancellation token.
-    let end = tokio::select! {
-        biased;
-        result = timed => match result {
-            Some(Ok(None)) => End::Succeeded,
-            Some(Ok(Some(error))) => {
-                tracing::error!(
-                    parent: &span,
-                    method = %scope.method,
-                    path = scope.path.as_str(),
-                    location = %location,
-                    %error,
-                    "after task failed",
-                );
-                End::Failed
-            }
-            Some(Err(panic)) => {
-                let message = panic_message(&*panic);
-                tracing::error!(
-                    parent: &span,
-                    method = %scope.method,
-                    path = scope.path.as_str(),
-                    location = %location,
-                    panic = message,
-                    "after task panicked",
-                );
-                End::Panicked
-            }
-            None => {
-                tracing::error!(
-                    parent: &span,
-                    method = %scope.method,
-                    path = scope.path.as_str(),
-                    location = %location,
-                    timeout = ?runtime.task_timeout().unwrap_or_default(),
-                    "after task timed out",
-                );
-                End::TimedOut
-            }
-        },
-        () = runtime.cancelled().cancelled() => {
-            log_cancelled(&scope, location, "it was still running at the shutdown deadline");
+    let span = task.span();
+    let end = match result {
+        Ok(Some(Ok(None))) => End::Succeeded,
+        Ok(Some(Ok(Some(error)))) => {
+            tracing::error!(
+                parent: span,
+                method = %scope.method,
+                path = scope.path.as_str(),
+                location = %location,
+                %error,
+                "after task failed",
+            );
+            End::Failed
+        }
+        Ok(Some(Err(panic))) => {
+            let message = panic_message(&*panic);
+            tracing::error!(
+                parent: span,
+                method = %scope.method,
+                path = scope.path.as_str(),
+                location = %location,
+                panic = message,
+                "after task panicked",
+            );
+            End::Panicked
+        }
+        Ok(None) => {
+            tracing::error!(
+                parent: span,
+                method = %scope.method,
+                path = scope.path.as_str(),
+                location = %location,
+                timeout = ?scope.runtime.task_timeout().unwrap_or_default(),
+                "after task timed out",
+            );
+            End::TimedOut
+        }
+        Err(Cancelled) => {
+            log_cancelled(
+                scope,
+                location,
+                "it was still running at the shutdown deadline",
+            );
             End::Cancelled
         }
     };
     #[cfg(feature = "metrics")]
     metrics::task_duration(end, started.elapsed());
     counted.end = Some(end);
+}
+
+/// The shutdown deadline cancelled a running task.
+struct Cancelled;
+
+/// Waits for a task that did not finish on its first poll: until it ends (`Some`),
+/// overruns the timeout (`None`), or is cancelled at the shutdown deadline. The task
+/// is polled before the token, so a task that is ready wins.
+async fn wait<F: Future>(
+    task: Pin<&mut F>,
+    runtime: &AfterRuntime,
+) -> Result<Option<F::Output>, Cancelled> {
+    let cancelled = runtime.cancelled().cancelled();
+    match runtime.task_timeout() {
+        Some(limit) => tokio::select! {
+            biased;
+            result = tokio::time::timeout(limit, task) => Ok(result.ok()),
+            () = cancelled => Err(Cancelled),
+        },
+        None => tokio::select! {
+            biased;
+            result = task => Ok(Some(result)),
+            () = cancelled => Err(Cancelled),
+        },
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

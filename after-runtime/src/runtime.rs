@@ -1,9 +1,11 @@
 //! The runtime handle: admission, the bounded executor queue, counts, and shutdown.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+
+use slab::Slab;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -18,8 +20,8 @@ use crate::executor::{self, End};
 use crate::metrics;
 use crate::scope::RequestScope;
 use crate::stats::{ShutdownReport, Stats};
-use crate::task::Job;
 use crate::task::Location;
+use crate::task::{Job, Jobs};
 
 /// How long `shutdown` waits, after cancelling at the deadline, for cancelled tasks
 /// to reach their next poll.
@@ -85,10 +87,14 @@ struct State {
     queue: VecDeque<(Arc<RequestScope>, Job, Option<Handle>)>,
     phase: Phase,
     cancelled_at: Vec<Location>,
-    /// Requests whose tasks wait for their response, by scope address, so a
-    /// shutdown deadline can cancel and report those tasks too.
-    open: HashMap<usize, Weak<RequestScope>>,
+    /// Requests whose tasks wait for their response, so a shutdown deadline can
+    /// cancel and report those tasks too.
+    waiting: Slab<Weak<RequestScope>>,
 }
+
+/// A scope's entry in the runtime's list of scopes whose tasks wait for a response.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaitingKey(usize);
 
 impl State {
     /// Counts one task as cancelled and remembers where it was registered.
@@ -155,7 +161,7 @@ impl AfterRuntime {
                     queue: VecDeque::new(),
                     phase: Phase::Running,
                     cancelled_at: Vec::new(),
-                    open: HashMap::new(),
+                    waiting: Slab::new(),
                 }),
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
@@ -244,9 +250,9 @@ impl AfterRuntime {
         // Tasks of requests whose responses are still not finished.
         let open: Vec<Arc<RequestScope>> = shared
             .state()
-            .open
+            .waiting
             .drain()
-            .filter_map(|(_, scope)| scope.upgrade())
+            .filter_map(|scope| scope.upgrade())
             .collect();
         for scope in open {
             let jobs = scope.cancel_waiting();
@@ -301,23 +307,15 @@ impl AfterRuntime {
         self.shared.tracker.token()
     }
 
-    /// A request's first task is waiting for its response: remember the request, and
-    /// keep a draining runtime waiting for it.
-    pub(crate) fn opened(&self, scope: &Arc<RequestScope>) -> TaskTrackerToken {
-        let key = Arc::as_ptr(scope) as usize;
-        self.shared.state().open.insert(key, Arc::downgrade(scope));
-        self.shared.tracker.token()
-    }
-
-    /// The request's response finished: its tasks are the executor's now.
-    pub(crate) fn closed(&self, scope: &RequestScope) {
-        let key = std::ptr::from_ref(scope) as usize;
-        self.shared.state().open.remove(&key);
-    }
-
-    /// Counts a registration, and refuses it when shut down or overloaded.
-    pub(crate) fn admit(&self, scope: &RequestScope, location: Location) -> Result<(), AfterError> {
-        let refused = self.update(|state| {
+    /// Counts a registration, and refuses it when shut down or overloaded. With
+    /// `wait`, the scope's first task is waiting for its response: the scope enters
+    /// the waiting list, under the same lock.
+    pub(crate) fn admit(
+        &self,
+        scope: &Arc<RequestScope>,
+        wait: bool,
+    ) -> Result<Option<WaitingKey>, AfterError> {
+        self.update(|state| {
             state.stats.registered += 1;
             let refused = if state.phase == Phase::Closed {
                 AfterErrorKind::ShutDown
@@ -327,73 +325,85 @@ impl AfterRuntime {
                 }
             } else {
                 state.stats.pending += 1;
-                return None;
+                let key = wait.then(|| WaitingKey(state.waiting.insert(Arc::downgrade(scope))));
+                return Ok(key);
             };
             state.stats.rejected += 1;
-            Some(refused)
-        });
-        match refused {
-            None => Ok(()),
-            Some(kind) => {
-                let error = AfterError::new(kind);
-                executor::log_rejected(scope, location, &error);
-                Err(error)
+            Err(AfterError::new(refused))
+        })
+    }
+
+    /// Hands a request's released tasks to the executor, in order, under one lock:
+    /// each starts now if a slot is free, else waits in order for one. Takes the
+    /// scope off the waiting list.
+    pub(crate) fn dispatch(
+        &self,
+        scope: Arc<RequestScope>,
+        waiting: Option<WaitingKey>,
+        jobs: impl Iterator<Item = Job>,
+    ) {
+        let mut start = Jobs::default();
+        let mut cancelled = Jobs::default();
+        self.update(|state| {
+            if let Some(WaitingKey(key)) = waiting {
+                // A shutdown deadline may have emptied the list already.
+                if state
+                    .waiting
+                    .get(key)
+                    .is_some_and(|entry| entry.as_ptr() == Arc::as_ptr(&scope))
+                {
+                    state.waiting.remove(key);
+                }
             }
+            // The tokio runtime the tasks are released on, where a queued one must be
+            // spawned; looked up only if one has to queue.
+            let mut handle = None;
+            for job in jobs {
+                if state.phase == Phase::Closed {
+                    state.stats.pending -= 1;
+                    state.cancelled(job.location);
+                    cancelled.push(job);
+                } else if state.stats.running < self.shared.config.max_concurrency as u64 {
+                    state.stats.pending -= 1;
+                    state.stats.running += 1;
+                    start.push(job);
+                } else {
+                    let handle = handle.get_or_insert_with(|| Handle::try_current().ok());
+                    state.queue.push_back((scope.clone(), job, handle.clone()));
+                }
+            }
+        });
+        for job in cancelled {
+            executor::log_cancelled(&scope, job.location, "its response finished after shutdown");
+            // Dropped here, outside the lock: its captures may run any code.
+            drop(job);
+        }
+        for job in start {
+            self.start_here(scope.clone(), job);
         }
     }
 
-    /// Hands a released task to the executor: it starts now if a slot is free, else
-    /// waits in order for one.
-    pub(crate) fn dispatch(&self, scope: Arc<RequestScope>, job: Job) {
-        enum Next {
-            Start(Arc<RequestScope>, Job),
-            Queued,
-            Cancelled(Arc<RequestScope>, Job),
-        }
-        // The tokio runtime the task is released on, where it must be spawned.
-        let handle = Handle::try_current().ok();
-        let next = self.update(|state| {
-            if state.phase == Phase::Closed {
-                state.stats.pending -= 1;
-                state.cancelled(job.location);
-                Next::Cancelled(scope, job)
-            } else if state.stats.running < self.shared.config.max_concurrency as u64 {
-                state.stats.pending -= 1;
-                state.stats.running += 1;
-                Next::Start(scope, job)
-            } else {
-                state.queue.push_back((scope, job, handle.clone()));
-                Next::Queued
-            }
-        });
-        match next {
-            Next::Start(scope, job) => self.spawn(scope, job, handle),
-            Next::Cancelled(scope, job) => {
-                executor::log_cancelled(
-                    &scope,
-                    job.location,
-                    "its response finished after shutdown",
-                );
-                // Dropped here, outside the lock: its captures may run any code.
-                drop(job);
-            }
-            Next::Queued => {}
+    /// Spawns a task on the tokio runtime this code runs on.
+    fn start_here(&self, scope: Arc<RequestScope>, job: Job) {
+        // Inside a tokio task (the usual case), `tokio::spawn` finds the runtime
+        // without cloning its handle.
+        if tokio::task::try_id().is_some() {
+            drop(tokio::spawn(executor::run(scope, job)));
+        } else {
+            self.start_on(scope, job, Handle::try_current().ok());
         }
     }
 
     /// Spawns on `handle`: the tokio runtime the task was released on, so a queued
     /// task never lands on another one that happens to be current where a sibling
     /// finished.
-    fn spawn(&self, scope: Arc<RequestScope>, job: Job, handle: Option<Handle>) {
-        let location = job.location;
+    fn start_on(&self, scope: Arc<RequestScope>, job: Job, handle: Option<Handle>) {
         match handle {
-            Some(handle) => {
-                let task = executor::run(self.clone(), scope, job);
-                // Not tracked by the `TaskTracker`: `running` counts it, and
-                // `shutdown` waits for that to reach zero.
-                drop(handle.spawn(task));
-            }
+            // Not tracked by the `TaskTracker`: `running` counts it, and `shutdown`
+            // waits for that to reach zero.
+            Some(handle) => drop(handle.spawn(executor::run(scope, job))),
             None => {
+                let location = job.location;
                 executor::log_cancelled(
                     &scope,
                     location,
@@ -462,7 +472,7 @@ impl AfterRuntime {
             (next, watched && state.stats.running == 0)
         });
         if let Some((scope, job, handle)) = next {
-            self.spawn(scope, job, handle);
+            self.start_on(scope, job, handle);
         }
         if idle {
             self.shared.idle.notify_waiters();

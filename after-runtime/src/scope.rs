@@ -11,10 +11,11 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header::COOKIE};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::error::{AfterError, AfterErrorKind};
+use crate::executor;
 use crate::outcome::{Delivery, Outcome};
-use crate::runtime::AfterRuntime;
+use crate::runtime::{AfterRuntime, WaitingKey};
 use crate::task::Location;
-use crate::task::{Job, TaskOutput};
+use crate::task::{Job, Jobs, TaskOutput};
 
 tokio::task_local! {
     /// Set by `AfterLayer` around the inner service's future.
@@ -42,13 +43,12 @@ pub(crate) struct RequestScope {
 }
 
 enum State {
-    /// The response is not finished: tasks wait here, and the token keeps a draining
-    /// runtime waiting for them.
+    /// The response is not finished: tasks wait here.
     Open {
-        /// The first task, inline: most requests register one.
-        first: Option<Job>,
-        rest: Vec<Job>,
-        token: Option<TaskTrackerToken>,
+        jobs: Jobs,
+        /// This scope's entry in the runtime's list of scopes whose tasks wait for a
+        /// response, from its first registration on.
+        waiting: Option<WaitingKey>,
     },
     /// The response is finished; new tasks go straight to the executor.
     Released(Outcome),
@@ -113,9 +113,8 @@ impl RequestScope {
             headers: OnceLock::new(),
             cookies: OnceLock::new(),
             state: Mutex::new(State::Open {
-                first: None,
-                rest: Vec::new(),
-                token: None,
+                jobs: Jobs::default(),
+                waiting: None,
             }),
         }
     }
@@ -127,61 +126,59 @@ impl RequestScope {
     /// Admits `job` (or counts its rejection) and queues it until the response is
     /// finished, or hands it to the executor if it already is. Never waits.
     pub(crate) fn register(self: &Arc<Self>, job: Job) -> Result<(), AfterError> {
-        self.runtime.admit(self, job.location)?;
+        let location = job.location;
         let mut state = self.state();
-        match &mut *state {
-            State::Open { first, rest, token } => {
-                if token.is_none() {
-                    *token = Some(self.runtime.opened(self));
+        let admitted = match &mut *state {
+            State::Open { jobs, waiting } => {
+                // The first task also enters the scope in the runtime's waiting list,
+                // under the same lock as its admission.
+                let admitted = self.runtime.admit(self, waiting.is_none());
+                if let Ok(key) = admitted {
+                    *waiting = waiting.or(key);
+                    jobs.push(job);
                 }
-                match first {
-                    None => *first = Some(job),
-                    Some(_) => rest.push(job),
-                }
+                admitted.map(drop)
             }
             State::Released(_) => {
                 drop(state);
-                self.runtime.dispatch(self.clone(), job);
+                let admitted = self.runtime.admit(self, false);
+                if admitted.is_ok() {
+                    self.runtime
+                        .dispatch(self.clone(), None, std::iter::once(job));
+                }
+                admitted.map(drop)
             }
-        }
-        Ok(())
+        };
+        admitted.map_err(|error| {
+            executor::log_rejected(self, location, &error);
+            error
+        })
     }
 
     /// The response is finished: hands every waiting task to the executor, in
     /// registration order. Later calls do nothing.
     pub(crate) fn release(self: &Arc<Self>, outcome: Outcome) {
-        let Some((jobs, token)) = self.close(outcome) else {
-            return;
-        };
-        if token.is_some() {
-            self.runtime.closed(self);
+        if let Some((jobs, waiting)) = self.close(outcome) {
+            self.runtime
+                .dispatch(self.clone(), waiting, jobs.into_iter());
         }
-        for job in jobs {
-            self.runtime.dispatch(self.clone(), job);
-        }
-        // Dropped only now, so a draining runtime never sees a moment with nothing
-        // in flight.
-        drop(token);
     }
 
     /// The shutdown deadline passed before the response finished: takes the waiting
     /// tasks out, unrun, for the runtime to count and report.
     pub(crate) fn cancel_waiting(&self) -> Vec<Job> {
         self.close(Outcome::new(Delivery::NotProduced))
-            .map(|(jobs, _token)| jobs.collect())
+            .map(|(jobs, _)| jobs.into_iter().collect())
             .unwrap_or_default()
     }
 
     /// Marks the response finished with `outcome` and hands out the tasks that were
-    /// waiting for it, in registration order, with the drain token; `None` if it was
-    /// already finished.
-    fn close(
-        &self,
-        outcome: Outcome,
-    ) -> Option<(impl Iterator<Item = Job>, Option<TaskTrackerToken>)> {
+    /// waiting for it, in registration order, with the scope's waiting-list entry;
+    /// `None` if it was already finished.
+    fn close(&self, outcome: Outcome) -> Option<(Jobs, Option<WaitingKey>)> {
         let mut state = self.state();
         match std::mem::replace(&mut *state, State::Released(outcome)) {
-            State::Open { first, rest, token } => Some((first.into_iter().chain(rest), token)),
+            State::Open { jobs, waiting } => Some((jobs, waiting)),
             released => {
                 *state = released;
                 None
@@ -253,8 +250,9 @@ pub(crate) struct Slot {
     span: tracing::Span,
     pub(crate) started: Instant,
     scope: OnceCell<Arc<RequestScope>>,
-    /// Keeps a draining runtime waiting for this request: it may still register.
-    _in_flight: TaskTrackerToken,
+    /// Keeps a draining runtime waiting for this request: it may still register, and
+    /// its tasks wait for its response. Moves to the `Release`.
+    in_flight: Option<TaskTrackerToken>,
 }
 
 impl Slot {
@@ -265,7 +263,7 @@ impl Slot {
             span: tracing::Span::current(),
             started: Instant::now(),
             scope: OnceCell::new(),
-            _in_flight: runtime.token(),
+            in_flight: Some(runtime.token()),
             runtime,
         }
     }
@@ -292,13 +290,16 @@ impl Slot {
                 time_to_response: Some(self.started.elapsed()),
                 delivery: Delivery::Aborted,
             },
+            // The request is in flight until its tasks are released.
+            _in_flight: self.in_flight.take(),
         })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // Still here: the inner future was dropped or failed before a response.
+        // Still here: the inner future was dropped or failed before a response. The
+        // token drops after this, with the other fields.
         if let Some(scope) = self.scope.take() {
             scope.release(Outcome::new(Delivery::NotProduced));
         }
@@ -309,11 +310,16 @@ impl Drop for Slot {
 pub(crate) struct Release {
     scope: Arc<RequestScope>,
     pub(crate) outcome: Outcome,
+    /// Dropped after the release (fields drop after `drop`), so a draining runtime
+    /// never sees a moment with nothing in flight.
+    _in_flight: Option<TaskTrackerToken>,
 }
 
 impl Release {
+    /// For a scope made without `AfterLayer`, released when its handler ends.
     pub(crate) fn standalone(scope: Arc<RequestScope>) -> Self {
         Release {
+            _in_flight: Some(scope.runtime.token()),
             scope,
             outcome: Outcome::new(Delivery::Unobserved),
         }

@@ -128,9 +128,12 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// A task's future, erased; it resolves to the task's error message, if it failed.
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+
 /// A registered task, waiting for its request to finish or for a free slot.
 pub(crate) struct Job {
-    pub(crate) future: Pin<Box<dyn Future<Output = Option<String>> + Send>>,
+    pub(crate) future: BoxFuture,
     pub(crate) location: Location,
 }
 
@@ -144,5 +147,30 @@ impl Job {
             future: Box::pin(async move { future.await.into_error() }),
             location,
         }
+    }
+}
+
+/// Tasks in registration order, the first inline: a request usually registers one.
+#[derive(Default)]
+pub(crate) struct Jobs {
+    first: Option<Job>,
+    rest: Vec<Job>,
+}
+
+impl Jobs {
+    pub(crate) fn push(&mut self, job: Job) {
+        match self.first {
+            None => self.first = Some(job),
+            Some(_) => self.rest.push(job),
+        }
+    }
+}
+
+impl IntoIterator for Jobs {
+    type Item = Job;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Job>, std::vec::IntoIter<Job>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
     }
 }
