@@ -149,10 +149,7 @@ impl RequestScope {
                 admitted.map(drop)
             }
         };
-        admitted.map_err(|error| {
-            executor::log_rejected(self, location, &error);
-            error
-        })
+        admitted.inspect_err(|error| executor::log_rejected(self, location, error))
     }
 
     /// The response is finished: hands every waiting task to the executor, in
