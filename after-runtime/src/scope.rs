@@ -128,28 +128,29 @@ impl RequestScope {
     pub(crate) fn register(self: &Arc<Self>, job: Job) -> Result<(), AfterError> {
         let location = job.location;
         let mut state = self.state();
-        let admitted = match &mut *state {
-            State::Open { jobs, waiting } => {
-                // The first task also enters the scope in the runtime's waiting list,
-                // under the same lock as its admission.
-                let admitted = self.runtime.admit(self, waiting.is_none());
-                if let Ok(key) = admitted {
-                    *waiting = waiting.or(key);
-                    jobs.push(job);
-                }
-                admitted.map(drop)
+        let admitted = if let State::Open { jobs, waiting } = &mut *state {
+            // The first task also enters the scope in the runtime's waiting list,
+            // under the same lock as its admission.
+            let admitted = self.runtime.admit(self, waiting.is_none());
+            if let Ok(key) = admitted {
+                *waiting = waiting.or(key);
+                jobs.push(job);
             }
-            State::Released(_) => {
-                drop(state);
-                let admitted = self.runtime.admit(self, false);
-                if admitted.is_ok() {
-                    self.runtime
-                        .dispatch(self.clone(), None, std::iter::once(job));
-                }
-                admitted.map(drop)
+            drop(state);
+            admitted
+        } else {
+            drop(state);
+            let admitted = self.runtime.admit(self, false);
+            if admitted.is_ok() {
+                self.runtime
+                    .dispatch(self.clone(), None, std::iter::once(job));
             }
+            admitted
         };
-        admitted.inspect_err(|error| executor::log_rejected(self, location, error))
+        // Logged outside the scope's lock: a subscriber may run any code.
+        admitted
+            .map(drop)
+            .inspect_err(|error| executor::log_rejected(self, location, error))
     }
 
     /// The response is finished: hands every waiting task to the executor, in
