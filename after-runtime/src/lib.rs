@@ -98,10 +98,12 @@
 //! # Tracing
 //!
 //! Each task runs in an `after_task` span with `method`, `path` and `location`
-//! (`file:line:column`) fields. The span has no parent and *follows from* the span that
-//! was current when the request entered the layer (a `TraceLayer` request span, say):
-//! a task must not keep its request's span open, or traces would show the request
-//! lasting as long as its after work. Subscribers that export links (OpenTelemetry)
+//! (`file:line:column`) fields, when a subscriber is interested in it (otherwise no
+//! span is built at all). The span has no parent and *follows from* the span that was
+//! current where the request's first task was registered (a `TraceLayer` request
+//! span, or a span inside it such as a `#[tracing::instrument]` handler's): a task
+//! must not keep its request's span open, or traces would show the request lasting
+//! as long as its after work. Subscribers that export links (OpenTelemetry)
 //! join the two; `fmt` prints the task's own fields. Failures, panics, timeouts,
 //! rejections and cancellations are logged at error level with `method`, `path` and
 //! `location` on the event itself, so they read the same under any subscriber.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use cookie::{Cookie, CookieJar};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header::COOKIE};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
@@ -35,10 +36,12 @@ pub(crate) struct RequestScope {
     /// read buffer, and holding it for as long as the tasks run would pin 8 KiB per
     /// request.
     pub(crate) path: Path,
-    /// The span current when the request entered; task spans follow from it.
+    /// The span current where the request's first task was registered (the
+    /// request's span, or one inside it); task spans follow from it.
     pub(crate) span: tracing::Span,
     headers: OnceLock<Arc<HeaderMap>>,
-    cookies: OnceLock<CookieJar>,
+    /// Boxed: most requests never read their cookies, and the scope is moved.
+    cookies: OnceLock<Box<CookieJar>>,
     state: Mutex<State>,
 }
 
@@ -233,19 +236,19 @@ impl RequestScope {
                     jar.add_original(cookie);
                 }
             }
-            jar
+            Box::new(jar)
         })
     }
 }
 
 /// What `AfterLayer` keeps in the task-local while the inner service runs. The scope
 /// is allocated on the first registration only, so a request that registers nothing
-/// costs no allocation.
+/// costs no allocation. Kept small: tokio swaps it in and out of the task-local on
+/// every poll of the request's future.
 pub(crate) struct Slot {
     runtime: AfterRuntime,
     method: Method,
     path: SlotPath,
-    span: tracing::Span,
     pub(crate) started: Instant,
     scope: OnceCell<Arc<RequestScope>>,
     /// Keeps a draining runtime waiting for this request: it may still register, and
@@ -258,7 +261,6 @@ impl Slot {
         Slot {
             method,
             path: SlotPath::new(uri),
-            span: tracing::Span::current(),
             started: Instant::now(),
             scope: OnceCell::new(),
             in_flight: Some(runtime.token()),
@@ -272,7 +274,7 @@ impl Slot {
                 self.runtime.clone(),
                 self.method.clone(),
                 self.path.to_path(),
-                self.span.clone(),
+                tracing::Span::current(),
             ))
         })
     }
@@ -347,27 +349,48 @@ impl std::fmt::Debug for Slot {
     }
 }
 
-/// The path as a slot keeps it until a scope needs it: a short one copied inline
-/// (cheaper than cloning the `Uri`), a long one by cloning the `Uri` (a reference
-/// count, where copying it would allocate for every request).
+/// The path as a slot keeps it until a scope needs it: a short one copied inline, a
+/// long one by sharing its bytes (a reference count, where copying would allocate).
 enum SlotPath {
-    Short(Path),
-    Long(Uri),
+    Short {
+        len: u8,
+        bytes: [u8; SlotPath::INLINE],
+    },
+    Long(PathAndQuery),
 }
 
 impl SlotPath {
+    /// Room for most API paths while keeping the slot small.
+    const INLINE: usize = 30;
+
     fn new(uri: &Uri) -> Self {
-        if uri.path().len() <= Path::INLINE {
-            SlotPath::Short(Path::new(uri.path()))
-        } else {
-            SlotPath::Long(uri.clone())
+        let path = uri.path();
+        match uri.path_and_query() {
+            Some(shared) if path.len() > Self::INLINE => SlotPath::Long(shared.clone()),
+            _ => {
+                // `Uri::path` is at most `INLINE` bytes here, or is "/" or "".
+                let len = path.len().min(Self::INLINE);
+                let mut bytes = [0; Self::INLINE];
+                bytes[..len].copy_from_slice(&path.as_bytes()[..len]);
+                SlotPath::Short {
+                    len: len as u8,
+                    bytes,
+                }
+            }
         }
     }
 
     fn to_path(&self) -> Path {
         match self {
-            SlotPath::Short(path) => path.clone(),
-            SlotPath::Long(uri) => Path::new(uri.path()),
+            SlotPath::Short { len, bytes } => {
+                let mut inline = [0; Path::INLINE];
+                inline[..Self::INLINE].copy_from_slice(bytes);
+                Path::Inline {
+                    len: *len,
+                    bytes: inline,
+                }
+            }
+            SlotPath::Long(shared) => Path::new(shared.path()),
         }
     }
 }

@@ -93,6 +93,10 @@ impl<B: Body> Body for AfterBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let mut this = self.project();
+        if this.release.is_none() {
+            // Nothing to release (most requests): pass frames straight through.
+            return this.inner.poll_frame(cx);
+        }
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         if let (Some(Ok(frame)), Some(remaining)) = (&frame, this.remaining.as_mut())
             && let Some(data) = frame.data_ref()

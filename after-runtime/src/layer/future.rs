@@ -66,8 +66,13 @@ where
         Poll::Ready(result.map(|response| {
             let release = slot.and_then(|slot| slot.into_release(response.status()));
             let is_head = *this.is_head;
-            // Only a body that releases tasks needs its declared length.
+            // Only a body that releases tasks, and whose length its size hint does
+            // not give, needs the declared `Content-Length` (a header lookup).
             let declared = release.as_ref().and_then(|_| {
+                let body = response.body();
+                if body.is_end_stream() || body.size_hint().exact().is_some() {
+                    return None;
+                }
                 let length = response.headers().get(http::header::CONTENT_LENGTH)?;
                 length.to_str().ok()?.parse().ok()
             });
