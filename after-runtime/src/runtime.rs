@@ -340,11 +340,10 @@ impl AfterRuntime {
         &self,
         scope: Arc<RequestScope>,
         waiting: Option<WaitingKey>,
-        jobs: impl Iterator<Item = Job>,
+        jobs: Jobs,
     ) {
-        let mut start = Jobs::default();
-        let mut cancelled = Jobs::default();
-        self.update(|state| {
+        let max_concurrency = self.shared.config.max_concurrency as u64;
+        let split = self.update(|state| {
             if let Some(WaitingKey(key)) = waiting {
                 // A shutdown deadline may have emptied the list already.
                 if state
@@ -355,6 +354,14 @@ impl AfterRuntime {
                     state.waiting.remove(key);
                 }
             }
+            let count = jobs.len() as u64;
+            if state.phase != Phase::Closed && state.stats.running + count <= max_concurrency {
+                // The usual case: every task starts now.
+                state.stats.pending -= count;
+                state.stats.running += count;
+                return Err(jobs);
+            }
+            let (mut start, mut cancelled) = (Jobs::default(), Jobs::default());
             // The tokio runtime the tasks are released on, where a queued one must be
             // spawned; looked up only if one has to queue.
             let mut handle = None;
@@ -363,7 +370,7 @@ impl AfterRuntime {
                     state.stats.pending -= 1;
                     state.cancelled(job.location);
                     cancelled.push(job);
-                } else if state.stats.running < self.shared.config.max_concurrency as u64 {
+                } else if state.stats.running < max_concurrency {
                     state.stats.pending -= 1;
                     state.stats.running += 1;
                     start.push(job);
@@ -372,23 +379,36 @@ impl AfterRuntime {
                     state.queue.push_back((scope.clone(), job, handle.clone()));
                 }
             }
+            Ok((start, cancelled))
         });
-        for job in cancelled {
-            executor::log_cancelled(&scope, job.location, "its response finished after shutdown");
-            // Dropped here, outside the lock: its captures may run any code.
-            drop(job);
-        }
+        let start = match split {
+            Err(all) => all,
+            Ok((start, cancelled)) => {
+                for job in cancelled {
+                    executor::log_cancelled(
+                        &scope,
+                        job.location,
+                        "its response finished after shutdown",
+                    );
+                    // Dropped here, outside the lock: its captures may run any code.
+                    drop(job);
+                }
+                start
+            }
+        };
         for job in start {
             self.start_here(scope.clone(), job);
         }
     }
 
-    /// Spawns a task on the tokio runtime this code runs on.
+    /// Spawns a task on the tokio runtime this code runs on. Tasks are spawned boxed:
+    /// tokio moves a spawned future several times on its way into the task cell, and
+    /// moving a pointer is cheaper than moving the executor's few hundred bytes.
     fn start_here(&self, scope: Arc<RequestScope>, job: Job) {
         // Inside a tokio task (the usual case), `tokio::spawn` finds the runtime
         // without cloning its handle.
         if tokio::task::try_id().is_some() {
-            drop(tokio::spawn(executor::run(scope, job)));
+            drop(tokio::spawn(Box::pin(executor::run(scope, job))));
         } else {
             self.start_on(scope, job, Handle::try_current().ok());
         }
@@ -401,7 +421,7 @@ impl AfterRuntime {
         match handle {
             // Not tracked by the `TaskTracker`: `running` counts it, and `shutdown`
             // waits for that to reach zero.
-            Some(handle) => drop(handle.spawn(executor::run(scope, job))),
+            Some(handle) => drop(handle.spawn(Box::pin(executor::run(scope, job)))),
             None => {
                 let location = job.location;
                 executor::log_cancelled(

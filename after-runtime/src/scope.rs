@@ -145,8 +145,7 @@ impl RequestScope {
             drop(state);
             let admitted = self.runtime.admit(self, false);
             if admitted.is_ok() {
-                self.runtime
-                    .dispatch(self.clone(), None, std::iter::once(job));
+                self.runtime.dispatch(self.clone(), None, Jobs::one(job));
             }
             admitted
         };
@@ -160,8 +159,7 @@ impl RequestScope {
     /// registration order. Later calls do nothing.
     pub(crate) fn release(self: &Arc<Self>, outcome: Outcome) {
         if let Some((jobs, waiting)) = self.close(outcome) {
-            self.runtime
-                .dispatch(self.clone(), waiting, jobs.into_iter());
+            self.runtime.dispatch(self.clone(), waiting, jobs);
         }
     }
 

@@ -158,6 +158,17 @@ pub(crate) struct Jobs {
 }
 
 impl Jobs {
+    pub(crate) fn one(job: Job) -> Self {
+        Jobs {
+            first: Some(job),
+            rest: Vec::new(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
     pub(crate) fn push(&mut self, job: Job) {
         match self.first {
             None => self.first = Some(job),
