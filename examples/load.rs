@@ -5,17 +5,19 @@
 //! One process serves the app with `axum::serve` on 127.0.0.1 and drives it with
 //! hyper HTTP/1.1 clients: one keep-alive connection per worker task, each sending
 //! its next request as soon as the previous response body has been read. The variants
-//! run in alternation (A B C D E F G, A B C D E F G, ...) so they share the machine's
+//! run in alternation (A B C D E F G, B C D E F G A, ...) so they share the machine's
 //! noise, first at 4 connections (not saturated), then at 64 (saturated). Between two
 //! variants the runtime is left to drain, so one variant's tasks never run during
-//! another's measurement. The last variant is a diagnostic: `#[with_after]` behind a
-//! middleware that gives the request an owned URI (see `RESULTS.md`).
+//! another's measurement. Each variant's CPU time per request (the whole process,
+//! server and clients) is measured too: it does not trade off against latency the
+//! way throughput does.
 //!
 //! ```text
 //! cargo run --release --example load
 //! LOAD_SECONDS=5 LOAD_ROUNDS=5 LOAD_CONNECTIONS=4,64 cargo run --release --example load
 //! cargo run --release --example load -- 2 3 4,64  # seconds per round, rounds, connections
 //! LOAD_MAX_CONCURRENCY=4096 cargo run --release --example load
+//! LOAD_VARIANTS=/with-after,/spawn cargo run --release --example load  # some variants
 //! ```
 
 use std::collections::BTreeMap;
@@ -65,12 +67,11 @@ const VARIANTS: [Variant; 7] = [
         name: "20 ms in after!",
         path: "/after-20ms",
     },
-    // Diagnostic: the same as `/with-after`, behind a middleware that replaces the URI
-    // hyper parsed (a slice of the connection's read buffer) with an owned copy, so a
-    // task's scope no longer keeps that buffer alive.
+    // `after()` called by hand in a plain handler: the macro's share of the cost is
+    // the difference from `#[with_after]`.
     Variant {
-        name: "#[with_after] + 1 no-op, owned URI",
-        path: "/with-after-owned-uri",
+        name: "after() + 1 no-op task",
+        path: "/after-fn",
     },
 ];
 
@@ -85,6 +86,11 @@ async fn plain() -> &'static str {
 #[with_after]
 async fn with_after_noop() -> &'static str {
     after! {}
+    "ok"
+}
+
+async fn after_fn() -> &'static str {
+    let _ = after(async {});
     "ok"
 }
 
@@ -113,24 +119,9 @@ fn app(runtime: &AfterRuntime) -> Router {
         .route("/layer", get(plain).layer(layer.clone()))
         .route("/with-after", get(with_after_noop).layer(layer.clone()))
         .route("/spawn", get(spawn_noop))
+        .route("/after-fn", get(after_fn).layer(layer.clone()))
         .route("/inline-20ms", get(inline_20ms))
         .route("/after-20ms", get(after_20ms).layer(layer.clone()))
-        .route(
-            "/with-after-owned-uri",
-            get(with_after_noop)
-                .layer(layer)
-                .layer(axum::middleware::from_fn(owned_uri)),
-        )
-}
-
-/// Replaces the request's URI with an owned copy (see the last variant).
-async fn owned_uri(
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let owned = Bytes::copy_from_slice(request.uri().to_string().as_bytes());
-    *request.uri_mut() = http::Uri::from_maybe_shared(owned).expect("a URI stays valid");
-    next.run(request).await
 }
 
 /// What one worker saw in one run: response latencies in microseconds, and failures.
@@ -157,11 +148,20 @@ struct Totals {
     per_round: Vec<f64>,
     /// Median latency of each round, in microseconds.
     per_round_p50_us: Vec<f64>,
+    /// CPU time the whole process (server, runtime and clients) used while the
+    /// variant ran.
+    cpu: Duration,
 }
 
 impl Totals {
     fn throughput(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Process CPU time per request, in microseconds: what a variant costs when the
+    /// machine is saturated, independent of how throughput and latency trade off.
+    fn cpu_per_request_us(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.requests as f64
     }
 
     fn percentile_us(&mut self, p: f64) -> f64 {
@@ -255,6 +255,25 @@ async fn run(
     (senders, merged, start.elapsed())
 }
 
+/// CPU time (user + system) this process has used, all threads, from
+/// `/proc/self/stat` in clock ticks (Linux; zero elsewhere).
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of the whole line.
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    // Linux reports ticks of 1/100 s (USER_HZ) on every mainstream architecture.
+    Duration::from_millis(ticks * 10)
+}
+
 /// Resident memory of this process in KiB (`VmRSS`, Linux; 0 elsewhere).
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -306,12 +325,15 @@ struct Settings {
     rounds: usize,
     connections: Vec<usize>,
     max_concurrency: usize,
+    /// Indices into `VARIANTS` to run; plain is always among them.
+    variants: Vec<usize>,
 }
 
 impl Settings {
     /// `LOAD_SECONDS` / `LOAD_ROUNDS` / `LOAD_CONNECTIONS`, or the same three as
     /// positional arguments; `LOAD_MAX_CONCURRENCY` for the runtime (default 256, the
-    /// library's default).
+    /// library's default); `LOAD_VARIANTS` to run only some variants, by path
+    /// (`/with-after,/spawn`; plain always runs, the ratios need it).
     fn from_env() -> Self {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let pick = |arg: usize, var: &str| {
@@ -332,11 +354,21 @@ impl Settings {
             .map_or(AfterRuntimeBuilder::DEFAULT_MAX_CONCURRENCY, |v| {
                 v.parse().expect("max concurrency")
             });
+        let variants = match std::env::var("LOAD_VARIANTS") {
+            Ok(paths) if !paths.is_empty() => {
+                let paths: Vec<&str> = paths.split(',').map(str::trim).collect();
+                (0..VARIANTS.len())
+                    .filter(|&i| i == PLAIN || paths.contains(&VARIANTS[i].path))
+                    .collect()
+            }
+            _ => (0..VARIANTS.len()).collect(),
+        };
         Settings {
             seconds,
             rounds,
             connections,
             max_concurrency,
+            variants,
         }
     }
 }
@@ -366,18 +398,26 @@ async fn main() {
             senders.push(connect(server.addr).await);
         }
         // Warm-up: every variant once, unrecorded.
-        for variant in &VARIANTS {
-            let (back, _, _) = run(senders, &authority, variant.path, duration / 4).await;
+        for &index in &settings.variants {
+            let (back, _, _) = run(senders, &authority, VARIANTS[index].path, duration / 4).await;
             senders = back;
             settle(&runtime).await;
         }
         for round in 0..settings.rounds {
-            for (index, variant) in VARIANTS.iter().enumerate() {
+            // Each round starts one variant later, so no variant always runs right
+            // after another (a variant's tail of work or cache state would bias it).
+            let mut order = settings.variants.clone();
+            let shift = round % order.len();
+            order.rotate_left(shift);
+            for &index in &order {
+                let variant = &VARIANTS[index];
                 let rejected_before = runtime.stats().rejected;
                 let (stop, stopped) = tokio::sync::oneshot::channel();
                 let sampler = tokio::spawn(sample_peaks(runtime.clone(), stopped));
+                let cpu_before = cpu_time();
                 let (back, sample, elapsed) =
                     run(senders, &authority, variant.path, duration).await;
+                let cpu = cpu_time().saturating_sub(cpu_before);
                 senders = back;
                 let _ = stop.send(());
                 let (peak_pending, peak_rss_kib) = sampler.await.expect("sampler");
@@ -389,6 +429,7 @@ async fn main() {
                 totals.requests += requests;
                 totals.errors += sample.errors;
                 totals.elapsed += elapsed;
+                totals.cpu += cpu;
                 totals
                     .per_round
                     .push(requests as f64 / elapsed.as_secs_f64());
@@ -425,29 +466,31 @@ async fn main() {
 
 fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settings) {
     println!(
-        "| variant | conns | req/s | p50 | p99 | req/s vs plain | p50 vs plain | p99 vs plain | \
+        "| variant | conns | req/s | p50 | p99 | req/s vs plain | p50 vs plain | p99 vs plain | CPU/req | CPU/req vs plain | \
          per-round req/s vs plain: median (min–max) | per-round p50 vs plain: median | peak pending | peak RSS | rejected | errors |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &connections in &settings.connections {
         let mut plain = results.remove(&(connections, PLAIN)).unwrap_or_default();
-        let (plain_rps, plain_p50, plain_p99) = (
+        let (plain_rps, plain_p50, plain_p99, plain_cpu) = (
             plain.throughput(),
             plain.percentile_us(0.50),
             plain.percentile_us(0.99),
+            plain.cpu_per_request_us(),
         );
         let plain_rounds = plain.per_round.clone();
         let plain_round_p50 = plain.per_round_p50_us.clone();
         results.insert((connections, PLAIN), plain);
-        let mut summary = Vec::new();
+        let mut summary = BTreeMap::new();
         for (index, variant) in VARIANTS.iter().enumerate() {
             let Some(totals) = results.get_mut(&(connections, index)) else {
                 continue;
             };
-            let (rps, p50, p99) = (
+            let (rps, p50, p99, cpu) = (
                 totals.throughput(),
                 totals.percentile_us(0.50),
                 totals.percentile_us(0.99),
+                totals.cpu_per_request_us(),
             );
             let round_ratios: Vec<f64> = totals
                 .per_round
@@ -467,13 +510,14 @@ fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settin
                 .copied()
                 .fold(f64::NEG_INFINITY, f64::max);
             println!(
-                "| {} | {connections} | {rps:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} ({min:.3}–{max:.3}) | {:.3} | {} | {:.0} MiB | {} | {} |",
+                "| {} | {connections} | {rps:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {cpu:.1} µs | {:.3} | {:.3} ({min:.3}–{max:.3}) | {:.3} | {} | {:.0} MiB | {} | {} |",
                 variant.name,
                 format_us(p50),
                 format_us(p99),
                 rps / plain_rps,
                 p50 / plain_p50,
                 p99 / plain_p99,
+                cpu / plain_cpu,
                 median(round_ratios),
                 median(p50_ratios),
                 totals.peak_pending,
@@ -481,11 +525,11 @@ fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settin
                 totals.rejected,
                 totals.errors,
             );
-            summary.push((rps, p50, p99));
+            summary.insert(index, (rps, p50, p99));
         }
-        if let (Some(inline), Some(after)) = (summary.get(INLINE_20MS), summary.get(AFTER_20MS)) {
+        if let (Some(inline), Some(after)) = (summary.get(&INLINE_20MS), summary.get(&AFTER_20MS)) {
             println!(
-                "| 20 ms in after! vs 20 ms inline | {connections} | | | | {:.3} | {:.3} | {:.3} | | | | | | |",
+                "| 20 ms in after! vs 20 ms inline | {connections} | | | | {:.3} | {:.3} | {:.3} | | | | | | | | |",
                 after.0 / inline.0,
                 after.1 / inline.1,
                 after.2 / inline.2,
@@ -495,7 +539,8 @@ fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settin
     println!(
         "\nRatios: req/s ratio > 1 is faster than plain; latency ratio < 1 is faster. The \
          per-round columns compare each variant with the plain run of the same round, which \
-         shares its noise; the other ratios use all rounds pooled. \
+         shares its noise; the other ratios use all rounds pooled. CPU/req is the whole \
+         process's CPU time (server and clients) per request while the variant ran. \
          {} s per variant per round × {} rounds; latencies are from sending the request to \
          reading the whole body.",
         settings.seconds, settings.rounds

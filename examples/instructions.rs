@@ -1,0 +1,150 @@
+//! What one request costs in CPU instructions, per variant: a figure the machine's
+//! noise cannot move.
+//!
+//! Requests go through an axum `Router` in process (`tower::ServiceExt::oneshot`) on
+//! a two-worker tokio runtime, 16 requests in flight; each response body is read to
+//! its end and every after task runs to completion. Run it under callgrind, which
+//! counts instructions exactly, one variant per process:
+//!
+//! ```text
+//! cargo build --release --example instructions
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/instructions /with-after 50000
+//! ```
+//!
+//! and divide the `I refs` total by the requests it prints. Without valgrind it
+//! prints CPU time per request, which the machine's load does move.
+//!
+//! Variants: `/plain`, `/noop-layer` (a no-op body-mapping layer: what axum's
+//! `MethodRouter::layer` costs any layer), `/layer` (`AfterLayer`, nothing
+//! registered), `/spawn` (`tokio::spawn` of a no-op future in the handler),
+//! `/after-fn` (`after()` of a no-op future), `/with-after` (`#[with_after]` with
+//! one empty `after!`).
+
+use std::time::{Duration, Instant};
+
+use after_runtime::{AfterLayer, AfterRuntime, after, with_after};
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_http::map_response_body::MapResponseBodyLayer;
+
+/// Requests in flight at once.
+const CONCURRENCY: usize = 16;
+
+async fn plain() -> &'static str {
+    "ok"
+}
+
+async fn spawn_noop() -> &'static str {
+    drop(tokio::spawn(async {}));
+    "ok"
+}
+
+async fn after_noop() -> &'static str {
+    after(async {}).expect("inside AfterLayer");
+    "ok"
+}
+
+#[with_after]
+async fn with_after_noop() -> &'static str {
+    after! {}
+    "ok"
+}
+
+fn app(runtime: &AfterRuntime) -> Router {
+    let layer = AfterLayer::new(runtime.clone());
+    Router::new()
+        .route("/plain", get(plain))
+        .route(
+            "/noop-layer",
+            get(plain).layer(MapResponseBodyLayer::new(|body: Body| body)),
+        )
+        .route("/layer", get(plain).layer(layer.clone()))
+        .route("/spawn", get(spawn_noop))
+        .route("/after-fn", get(after_noop).layer(layer.clone()))
+        .route("/with-after", get(with_after_noop).layer(layer))
+        // As `axum::serve` does: routes are built once, not per request.
+        .with_state(())
+}
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat` (Linux).
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // After the name: the state, then numeric fields; utime and stime are the
+            // line's 14th and 15th fields.
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+            let utime: u64 = fields.next()?.parse().ok()?;
+            let stime: u64 = fields.next()?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().unwrap_or_else(|| "/with-after".to_owned());
+    let requests: usize = args
+        .next()
+        .map_or(200_000, |n| n.parse().expect("requests"));
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let runtime = AfterRuntime::builder().build();
+    let app = app(&runtime);
+    let path: &'static str = path.leak();
+
+    let (cpu, wall) = tokio.block_on(async {
+        let cpu = cpu_time();
+        let start = Instant::now();
+        let loops: Vec<_> = (0..CONCURRENCY)
+            .map(|_| {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    for _ in 0..requests / CONCURRENCY {
+                        let request = http::Request::get(path)
+                            .body(Body::empty())
+                            .expect("request");
+                        let response = app.clone().oneshot(request).await.expect("infallible");
+                        assert!(
+                            response.status().is_success(),
+                            "{path}: {}",
+                            response.status()
+                        );
+                        response.into_body().collect().await.expect("body");
+                        // As a connection waiting for its next request would.
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for handle in loops {
+            handle.await.expect("request loop");
+        }
+        // Let every after task finish inside the measurement.
+        while runtime.stats().pending + runtime.stats().running > 0 {
+            tokio::task::yield_now().await;
+        }
+        (cpu_time() - cpu, start.elapsed())
+    });
+
+    let done = (requests / CONCURRENCY * CONCURRENCY) as f64;
+    let stats = runtime.stats();
+    assert_eq!(
+        stats.succeeded, stats.registered,
+        "every task ran: {stats:?}"
+    );
+    println!(
+        "{path}: {done} requests, {:.3} µs CPU and {:.3} µs wall per request; {} after tasks",
+        cpu.as_secs_f64() * 1e6 / done,
+        wall.as_secs_f64() * 1e6 / done,
+        stats.succeeded,
+    );
+}
