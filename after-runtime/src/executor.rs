@@ -59,10 +59,10 @@ pub(crate) fn run(scope: Arc<RequestScope>, job: Job) -> impl Future<Output = ()
 async fn run_counted(future: BoxFuture, mut counted: Counted) {
     let scope = &counted.scope;
     let location = counted.location;
-    // Checked first: with no subscriber interested, building even a disabled span
-    // costs more than the rest of a short task (and, with tracing's `log` feature,
-    // formats its fields).
-    let span = if tracing::span_enabled!(tracing::Level::INFO) {
+    // With no subscriber at all, building even a disabled span costs more than the
+    // rest of a short task (with tracing's `log` feature it records its fields).
+    // Otherwise the subscriber decides, by this span's own name and fields.
+    let span = if tracing::dispatcher::has_been_set() {
         tracing::info_span!(
             parent: None,
             "after_task",

@@ -401,17 +401,11 @@ impl AfterRuntime {
         }
     }
 
-    /// Spawns a task on the tokio runtime this code runs on. Tasks are spawned boxed:
-    /// tokio moves a spawned future several times on its way into the task cell, and
-    /// moving a pointer is cheaper than moving the executor's few hundred bytes.
+    /// Spawns a task on the tokio runtime this code runs on, if any. (Not by
+    /// `tokio::spawn`: a request's future may be dropped, releasing its tasks, where
+    /// a task id is set but no runtime is, as when a `LocalSet` outlives its runtime.)
     fn start_here(&self, scope: Arc<RequestScope>, job: Job) {
-        // Inside a tokio task (the usual case), `tokio::spawn` finds the runtime
-        // without cloning its handle.
-        if tokio::task::try_id().is_some() {
-            drop(tokio::spawn(Box::pin(executor::run(scope, job))));
-        } else {
-            self.start_on(scope, job, Handle::try_current().ok());
-        }
+        self.start_on(scope, job, Handle::try_current().ok());
     }
 
     /// Spawns on `handle`: the tokio runtime the task was released on, so a queued
@@ -421,6 +415,9 @@ impl AfterRuntime {
         match handle {
             // Not tracked by the `TaskTracker`: `running` counts it, and `shutdown`
             // waits for that to reach zero.
+            // Boxed: tokio moves a spawned future several times on its way into the
+            // task cell, and moving a pointer is cheaper than moving the executor's
+            // few hundred bytes.
             Some(handle) => drop(handle.spawn(Box::pin(executor::run(scope, job)))),
             None => {
                 let location = job.location;

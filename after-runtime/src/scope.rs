@@ -158,7 +158,9 @@ impl RequestScope {
     /// The response is finished: hands every waiting task to the executor, in
     /// registration order. Later calls do nothing.
     pub(crate) fn release(self: &Arc<Self>, outcome: Outcome) {
-        if let Some((jobs, waiting)) = self.close(outcome) {
+        if let Some((jobs, waiting)) = self.close(outcome)
+            && jobs.len() > 0
+        {
             self.runtime.dispatch(self.clone(), waiting, jobs);
         }
     }

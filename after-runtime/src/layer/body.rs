@@ -58,16 +58,16 @@ impl<B: Body> AfterBody<B> {
         declared: Option<u64>,
     ) -> Self {
         let mut release = release;
-        if let Some(release) = &mut release {
-            // Nothing left to send: the response is whole once the head is out, which
-            // is when hyper drops the body.
-            if is_head || inner.is_end_stream() || declared == Some(0) {
-                release.outcome.delivery = Delivery::Delivered;
-            }
-        }
         let remaining = release
             .as_ref()
             .and(declared.or_else(|| inner.size_hint().exact()));
+        if let Some(release) = &mut release {
+            // Nothing left to send: the response is whole once the head is out, which
+            // is when hyper drops the body.
+            if is_head || inner.is_end_stream() || remaining == Some(0) {
+                release.outcome.delivery = Delivery::Delivered;
+            }
+        }
         AfterBody {
             inner,
             release,
