@@ -343,6 +343,11 @@ impl AfterRuntime {
         jobs: Jobs,
     ) {
         let max_concurrency = self.shared.config.max_concurrency as u64;
+        // The tokio runtime the tasks are released on, where they are spawned, now or
+        // from the queue. (Not `tokio::spawn`: a request's future may be dropped,
+        // releasing its tasks, where a task id is set but no runtime is, as when a
+        // `LocalSet` outlives its runtime.)
+        let handle = Handle::try_current().ok();
         let split = self.update(|state| {
             if let Some(WaitingKey(key)) = waiting {
                 // A shutdown deadline may have emptied the list already.
@@ -362,9 +367,6 @@ impl AfterRuntime {
                 return Err(jobs);
             }
             let (mut start, mut cancelled) = (Jobs::default(), Jobs::default());
-            // The tokio runtime the tasks are released on, where a queued one must be
-            // spawned; looked up only if one has to queue.
-            let mut handle = None;
             for job in jobs {
                 if state.phase == Phase::Closed {
                     state.stats.pending -= 1;
@@ -375,7 +377,6 @@ impl AfterRuntime {
                     state.stats.running += 1;
                     start.push(job);
                 } else {
-                    let handle = handle.get_or_insert_with(|| Handle::try_current().ok());
                     state.queue.push_back((scope.clone(), job, handle.clone()));
                 }
             }
@@ -397,15 +398,8 @@ impl AfterRuntime {
             }
         };
         for job in start {
-            self.start_here(scope.clone(), job);
+            self.start_on(scope.clone(), job, handle.clone());
         }
-    }
-
-    /// Spawns a task on the tokio runtime this code runs on, if any. (Not by
-    /// `tokio::spawn`: a request's future may be dropped, releasing its tasks, where
-    /// a task id is set but no runtime is, as when a `LocalSet` outlives its runtime.)
-    fn start_here(&self, scope: Arc<RequestScope>, job: Job) {
-        self.start_on(scope, job, Handle::try_current().ok());
     }
 
     /// Spawns on `handle`: the tokio runtime the task was released on, so a queued
@@ -413,11 +407,10 @@ impl AfterRuntime {
     /// finished.
     fn start_on(&self, scope: Arc<RequestScope>, job: Job, handle: Option<Handle>) {
         match handle {
-            // Not tracked by the `TaskTracker`: `running` counts it, and `shutdown`
-            // waits for that to reach zero.
             // Boxed: tokio moves a spawned future several times on its way into the
             // task cell, and moving a pointer is cheaper than moving the executor's
-            // few hundred bytes.
+            // few hundred bytes. Not tracked by the `TaskTracker`: `running` counts
+            // it, and `shutdown` waits for that to reach zero.
             Some(handle) => drop(handle.spawn(Box::pin(executor::run(scope, job)))),
             None => {
                 let location = job.location;
