@@ -21,9 +21,10 @@
 //! `/after-fn` (`after()` of a no-op future), `/with-after` (`#[with_after]` with
 //! one empty `after!`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use after_runtime::{AfterLayer, AfterRuntime, after, with_after};
+use after_workspace::process;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
@@ -70,22 +71,6 @@ fn app(runtime: &AfterRuntime) -> Router {
         .with_state(())
 }
 
-/// CPU time (user + system) this process has used, from `/proc/self/stat` (Linux).
-fn cpu_time() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            // After the name: the state, then numeric fields; utime and stime are the
-            // line's 14th and 15th fields.
-            let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-            let utime: u64 = fields.next()?.parse().ok()?;
-            let stime: u64 = fields.next()?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let path = args.next().unwrap_or_else(|| "/with-after".to_owned());
@@ -102,7 +87,7 @@ fn main() {
     let path: &'static str = path.leak();
 
     let (cpu, wall) = tokio.block_on(async {
-        let cpu = cpu_time();
+        let cpu = process::cpu_time();
         let start = Instant::now();
         let loops: Vec<_> = (0..CONCURRENCY)
             .map(|_| {
@@ -132,7 +117,7 @@ fn main() {
         while runtime.stats().pending + runtime.stats().running > 0 {
             tokio::task::yield_now().await;
         }
-        (cpu_time() - cpu, start.elapsed())
+        (process::cpu_time() - cpu, start.elapsed())
     });
 
     let done = (requests / CONCURRENCY * CONCURRENCY) as f64;

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use after_runtime::{AfterLayer, AfterRuntime, Builder as AfterRuntimeBuilder, after, with_after};
-use after_workspace::TestServer;
+use after_workspace::{TestServer, process};
 use axum::Router;
 use axum::routing::get;
 use bytes::Bytes;
@@ -255,39 +255,6 @@ async fn run(
     (senders, merged, start.elapsed())
 }
 
-/// CPU time (user + system) this process has used, all threads, from
-/// `/proc/self/stat` in clock ticks (Linux; zero elsewhere).
-fn cpu_time() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            // Fields after the command name, which is in parentheses and may hold spaces.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // utime and stime are fields 14 and 15 of the whole line.
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .unwrap_or(0);
-    // Linux reports ticks of 1/100 s (USER_HZ) on every mainstream architecture.
-    Duration::from_millis(ticks * 10)
-}
-
-/// Resident memory of this process in KiB (`VmRSS`, Linux; 0 elsewhere).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Samples pending tasks and resident memory every 10 ms until `stop` fires; returns
 /// the peaks.
 async fn sample_peaks(
@@ -298,7 +265,7 @@ async fn sample_peaks(
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
         pending = pending.max(runtime.stats().pending);
-        rss = rss.max(rss_kib());
+        rss = rss.max(process::status_kib("VmRSS:").unwrap_or(0));
         tokio::select! {
             _ = tick.tick() => {}
             _ = &mut stop => return (pending, rss),
@@ -414,10 +381,10 @@ async fn main() {
                 let rejected_before = runtime.stats().rejected;
                 let (stop, stopped) = tokio::sync::oneshot::channel();
                 let sampler = tokio::spawn(sample_peaks(runtime.clone(), stopped));
-                let cpu_before = cpu_time();
+                let cpu_before = process::cpu_time();
                 let (back, sample, elapsed) =
                     run(senders, &authority, variant.path, duration).await;
-                let cpu = cpu_time().saturating_sub(cpu_before);
+                let cpu = process::cpu_time().saturating_sub(cpu_before);
                 senders = back;
                 let _ = stop.send(());
                 let (peak_pending, peak_rss_kib) = sampler.await.expect("sampler");

@@ -28,7 +28,7 @@ use std::alloc::System;
 use std::sync::Arc;
 
 use after_runtime::{AfterLayer, AfterRuntime, Stats, after};
-use after_workspace::TestServer;
+use after_workspace::{TestServer, process};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
@@ -63,15 +63,7 @@ impl Memory {
     fn now() -> Self {
         let stats = GLOBAL.stats();
         let heap = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let field = |name: &str| -> i64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(-1)
-        };
+        let field = |name| process::status_kib(name).map_or(-1, |kib| kib as i64);
         Memory {
             heap,
             rss_kib: field("VmRSS:"),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use after_runtime::{AfterLayer, AfterRuntime, after};
-use after_workspace::{Client, TestServer, Version};
+use after_workspace::{Client, TestServer, Version, process};
 use axum::Router;
 use axum::routing::get;
 
@@ -21,15 +21,7 @@ const CONNECTIONS: u64 = 32;
 
 /// Peak and current resident memory, in KiB, from `/proc/self/status` (Linux).
 fn memory_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let field = |name| process::status_kib(name).unwrap_or(0);
     (field("VmHWM:"), field("VmRSS:"))
 }
 

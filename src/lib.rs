@@ -3,6 +3,7 @@
 //! `tracing` output. Not published.
 
 pub mod orders;
+pub mod process;
 
 use std::future::IntoFuture;
 use std::io;
