@@ -1,14 +1,16 @@
 //! Running one task: its span, panic isolation, timeout, cancellation, and the log
 //! line for every way it can end.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
-use tracing::Instrument;
+use futures_util::future::CatchUnwind;
+use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
 
 use crate::error::AfterError;
 #[cfg(feature = "metrics")]
@@ -43,126 +45,197 @@ impl Drop for Counted {
     }
 }
 
-/// The future a task runs as. Its guard exists before the first poll, so a future
-/// tokio drops unpolled (spawned onto a runtime that is shutting down) is still
-/// counted.
-pub(crate) fn run(scope: Arc<RequestScope>, job: Job) -> impl Future<Output = ()> + Send {
-    let Job { future, location } = job;
-    let counted = Counted {
-        scope,
-        location,
-        end: None,
-    };
-    run_counted(future, counted)
-}
+/// The task's future as it is polled: inside the `RUNNING` task-local, so `after()`
+/// in it registers nested tasks, and with panics caught.
+type Task = CatchUnwind<AssertUnwindSafe<TaskLocalFuture<Arc<RequestScope>, BoxFuture>>>;
 
-async fn run_counted(future: BoxFuture, mut counted: Counted) {
-    let scope = &counted.scope;
-    let location = counted.location;
-    // With no subscriber at all, building even a disabled span costs more than the
-    // rest of a short task (with tracing's `log` feature it records its fields).
-    // Otherwise the subscriber decides, by this span's own name and fields.
-    let span = if tracing::dispatcher::has_been_set() {
-        tracing::info_span!(
-            parent: None,
-            "after_task",
-            method = %scope.method,
-            path = scope.path.as_str(),
-            location = %location,
-        )
-    } else {
-        tracing::Span::none()
-    };
-    span.follows_from(&scope.span);
-
-    #[cfg(feature = "metrics")]
-    let started = std::time::Instant::now();
-    let mut task = pin!(
-        RUNNING
-            .scope(Arc::clone(scope), AssertUnwindSafe(future).catch_unwind())
-            .instrument(span)
-    );
-    // Most tasks finish on their first poll. Only the others need the timer and the
-    // cancellation token, and they wait in a box, so the future every task is
-    // spawned as stays small (it is moved into tokio's task cell).
-    let result = match poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await {
-        Poll::Ready(result) => Ok(Some(result)),
-        Poll::Pending => Box::pin(wait(task.as_mut(), &scope.runtime)).await,
-    };
-    let span = task.span();
-    let end = match result {
-        Ok(Some(Ok(None))) => End::Succeeded,
-        Ok(Some(Ok(Some(error)))) => {
-            tracing::error!(
-                parent: span,
-                method = %scope.method,
-                path = scope.path.as_str(),
-                location = %location,
-                %error,
-                "after task failed",
-            );
-            End::Failed
-        }
-        Ok(Some(Err(panic))) => {
-            let message = panic_message(&*panic);
-            tracing::error!(
-                parent: span,
-                method = %scope.method,
-                path = scope.path.as_str(),
-                location = %location,
-                panic = message,
-                "after task panicked",
-            );
-            End::Panicked
-        }
-        Ok(None) => {
-            tracing::error!(
-                parent: span,
-                method = %scope.method,
-                path = scope.path.as_str(),
-                location = %location,
-                timeout = ?scope.runtime.task_timeout().unwrap_or_default(),
-                "after task timed out",
-            );
-            End::TimedOut
-        }
-        Err(Cancelled) => {
-            log_cancelled(
-                scope,
-                location,
-                "it was still running at the shutdown deadline",
-            );
-            End::Cancelled
-        }
-    };
-    #[cfg(feature = "metrics")]
-    metrics::task_duration(end, started.elapsed());
-    counted.end = Some(end);
-}
-
-/// The shutdown deadline cancelled a running task.
-struct Cancelled;
-
-/// Waits for a task that did not finish on its first poll: until it ends (`Some`),
-/// overruns the timeout (`None`), or is cancelled at the shutdown deadline. The task
-/// is polled before the token, so a task that is ready wins.
-async fn wait<F: Future>(
-    task: Pin<&mut F>,
-    runtime: &AfterRuntime,
-) -> Result<Option<F::Output>, Cancelled> {
-    let cancelled = runtime.cancelled().cancelled();
-    match runtime.task_timeout() {
-        Some(limit) => tokio::select! {
-            biased;
-            result = tokio::time::timeout(limit, task) => Ok(result.ok()),
-            () = cancelled => Err(Cancelled),
-        },
-        None => tokio::select! {
-            biased;
-            result = task => Ok(Some(result)),
-            () = cancelled => Err(Cancelled),
-        },
+pin_project! {
+    /// The future a task runs as. Its guard exists before the first poll, so a
+    /// future tokio drops unpolled (spawned onto a runtime that is shutting down) is
+    /// still counted.
+    ///
+    /// Written out rather than as an `async fn`: it is moved into tokio's task cell,
+    /// so it is kept small, and the timer and the cancellation wait are built (in a
+    /// box) only for a task that does not finish on its first poll.
+    pub(crate) struct Run {
+        // Declared first, so it drops before `counted` reports the end.
+        #[pin]
+        task: Option<Task>,
+        span: Option<tracing::Span>,
+        interrupted: Option<Interrupted>,
+        counted: Counted,
+        started: Started,
     }
+
+    impl PinnedDrop for Run {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // A task cancelled or dropped mid-flight is dropped inside its span,
+            // as `tracing::Instrumented` does.
+            if this.task.is_some() {
+                let _entered = this.span.as_ref().map(tracing::Span::enter);
+                this.task.set(None);
+            }
+        }
+    }
+}
+
+/// Why a task that was still waiting stopped.
+enum Interrupt {
+    TimedOut,
+    Cancelled,
+}
+
+/// What a task that did not finish on its first poll also waits on: its timeout,
+/// if it has one, and the shutdown deadline.
+type Interrupted = Pin<Box<dyn Future<Output = Interrupt> + Send>>;
+
+fn interrupted(runtime: AfterRuntime) -> Interrupted {
+    Box::pin(async move {
+        let cancelled = runtime.cancelled().cancelled();
+        match runtime.task_timeout() {
+            Some(limit) => tokio::select! {
+                biased;
+                () = tokio::time::sleep(limit) => Interrupt::TimedOut,
+                () = cancelled => Interrupt::Cancelled,
+            },
+            None => {
+                cancelled.await;
+                Interrupt::Cancelled
+            }
+        }
+    })
+}
+
+/// When the task was first polled, for the duration histogram.
+#[cfg(feature = "metrics")]
+type Started = Option<std::time::Instant>;
+#[cfg(not(feature = "metrics"))]
+type Started = ();
+
+/// The future a task runs as.
+pub(crate) fn run(scope: Arc<RequestScope>, job: Job) -> Run {
+    let Job { future, location } = job;
+    Run {
+        task: Some(AssertUnwindSafe(RUNNING.scope(Arc::clone(&scope), future)).catch_unwind()),
+        span: None,
+        interrupted: None,
+        counted: Counted {
+            scope,
+            location,
+            end: None,
+        },
+        started: Started::default(),
+    }
+}
+
+impl Future for Run {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let counted = &*this.counted;
+        #[cfg(feature = "metrics")]
+        this.started.get_or_insert_with(std::time::Instant::now);
+        let span = this.span.get_or_insert_with(|| task_span(counted));
+        let outcome = {
+            let _entered = span.enter();
+            match this.task.as_mut().as_pin_mut() {
+                Some(task) => task.poll(cx),
+                // Polled after it ended: tokio never does.
+                None => return Poll::Ready(()),
+            }
+        };
+        let end = match outcome {
+            Poll::Ready(Ok(None)) => End::Succeeded,
+            Poll::Ready(Ok(Some(error))) => {
+                tracing::error!(
+                    parent: &*span,
+                    method = %counted.scope.method,
+                    path = counted.scope.path.as_str(),
+                    location = %counted.location,
+                    %error,
+                    "after task failed",
+                );
+                End::Failed
+            }
+            Poll::Ready(Err(panic)) => {
+                let message = panic_message(&*panic);
+                tracing::error!(
+                    parent: &*span,
+                    method = %counted.scope.method,
+                    path = counted.scope.path.as_str(),
+                    location = %counted.location,
+                    panic = message,
+                    "after task panicked",
+                );
+                End::Panicked
+            }
+            Poll::Pending => {
+                // Most tasks finish on their first poll; only the others need the
+                // timer and the cancellation token. The task was polled first, so a
+                // task that is ready wins.
+                let runtime = &counted.scope.runtime;
+                let interrupted = this
+                    .interrupted
+                    .get_or_insert_with(|| interrupted(runtime.clone()));
+                match interrupted.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Interrupt::TimedOut) => {
+                        tracing::error!(
+                            parent: &*span,
+                            method = %counted.scope.method,
+                            path = counted.scope.path.as_str(),
+                            location = %counted.location,
+                            timeout = ?runtime.task_timeout().unwrap_or_default(),
+                            "after task timed out",
+                        );
+                        End::TimedOut
+                    }
+                    Poll::Ready(Interrupt::Cancelled) => {
+                        log_cancelled(
+                            &counted.scope,
+                            counted.location,
+                            "it was still running at the shutdown deadline",
+                        );
+                        End::Cancelled
+                    }
+                }
+            }
+        };
+        // The task's future drops now, inside its span; `counted` reports the end
+        // when tokio drops this future, right after.
+        {
+            let _entered = span.enter();
+            this.task.set(None);
+        }
+        *this.interrupted = None;
+        #[cfg(feature = "metrics")]
+        if let Some(started) = *this.started {
+            metrics::task_duration(end, started.elapsed());
+        }
+        this.counted.end = Some(end);
+        Poll::Ready(())
+    }
+}
+
+/// The task's span. With no subscriber at all, building even a disabled span costs
+/// more than the rest of a short task (with tracing's `log` feature it records its
+/// fields). Otherwise the subscriber decides, by this span's own name and fields.
+fn task_span(counted: &Counted) -> tracing::Span {
+    let scope = &counted.scope;
+    if !tracing::dispatcher::has_been_set() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "after_task",
+        method = %scope.method,
+        path = scope.path.as_str(),
+        location = %counted.location,
+    );
+    span.follows_from(&scope.span);
+    span
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

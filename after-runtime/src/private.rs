@@ -76,7 +76,7 @@ impl<S: Send + Sync, const CAPTURE: bool> FromRequestParts<S> for Scope<CAPTURE>
                     AfterRuntime::global(),
                     parts.method.clone(),
                     Path::new(parts.uri.path()),
-                    tracing::Span::current(),
+                    scope::current_span(),
                 ));
                 (scope.clone(), Some(Release::standalone(scope)))
             }

@@ -84,13 +84,17 @@ struct State {
     stats: Stats,
     /// Released tasks waiting for a concurrency slot, oldest first, with the tokio
     /// runtime they were released on (where they must be spawned).
-    queue: VecDeque<(Arc<RequestScope>, Job, Option<Handle>)>,
+    queue: VecDeque<Queued>,
     phase: Phase,
     cancelled_at: Vec<Location>,
     /// Requests whose tasks wait for their response, so a shutdown deadline can
     /// cancel and report those tasks too.
     waiting: Slab<Weak<RequestScope>>,
 }
+
+/// A released task waiting for a slot: its request's scope, and the tokio runtime it
+/// was released on (where it must be spawned).
+type Queued = (Arc<RequestScope>, Job, Option<Handle>);
 
 /// A scope's entry in the runtime's list of scopes whose tasks wait for a response.
 #[derive(Debug, Clone, Copy)]
@@ -397,8 +401,15 @@ impl AfterRuntime {
                 start
             }
         };
-        for job in start {
-            self.start_on(scope.clone(), job, handle.clone());
+        match start.single() {
+            // Most requests register one task: it takes the scope and handle along.
+            Ok(Some(job)) => self.start_on(scope, job, handle),
+            Ok(None) => {}
+            Err(all) => {
+                for job in all {
+                    self.start_on(scope.clone(), job, handle.clone());
+                }
+            }
         }
     }
 
@@ -411,7 +422,7 @@ impl AfterRuntime {
             // task cell, and moving a pointer is cheaper than moving the executor's
             // few hundred bytes. Not tracked by the `TaskTracker`: `running` counts
             // it, and `shutdown` waits for that to reach zero.
-            Some(handle) => drop(handle.spawn(Box::pin(executor::run(scope, job)))),
+            Some(handle) => drop(handle.spawn(executor::run(scope, job))),
             None => {
                 let location = job.location;
                 executor::log_cancelled(
@@ -426,38 +437,47 @@ impl AfterRuntime {
 
     /// A running task ended: counts it and starts the next waiting one.
     pub(crate) fn finish(&self, end: End, location: Location) {
+        let Some(next) = self.finish_one(end, location) else {
+            return;
+        };
         // Starting the next task can end one synchronously (tokio drops futures
         // spawned onto a runtime that is shutting down), which calls `finish` again.
-        // Run those calls one after another here instead of nesting them, so a long
+        // Start those one after another here instead of nesting them, so a long
         // queue cannot overflow the stack.
         thread_local! {
-            static FINISHING: Cell<bool> = const { Cell::new(false) };
-            static DEFERRED: RefCell<VecDeque<(AfterRuntime, End, Location)>> =
+            static STARTING: Cell<bool> = const { Cell::new(false) };
+            static DEFERRED: RefCell<VecDeque<(AfterRuntime, Queued)>> =
                 const { RefCell::new(VecDeque::new()) };
         }
-        let nested = FINISHING.try_with(|f| f.replace(true)).unwrap_or(false);
+        let nested = STARTING.try_with(|s| s.replace(true)).unwrap_or(false);
         if nested {
-            let runtime = self.clone();
-            let queued = DEFERRED
-                .try_with(|d| d.borrow_mut().push_back((runtime, end, location)))
-                .is_ok();
-            if !queued {
-                self.finish_one(end, location);
+            let mut next = Some(next);
+            let _ = DEFERRED.try_with(|d| {
+                if let Some(next) = next.take() {
+                    d.borrow_mut().push_back((self.clone(), next));
+                }
+            });
+            // No thread-local left (the thread is exiting): start it here.
+            if let Some((scope, job, handle)) = next {
+                self.start_on(scope, job, handle);
             }
             return;
         }
-        self.finish_one(end, location);
-        while let Some((runtime, end, location)) = DEFERRED
+        let (scope, job, handle) = next;
+        self.start_on(scope, job, handle);
+        while let Some((runtime, (scope, job, handle))) = DEFERRED
             .try_with(|d| d.borrow_mut().pop_front())
             .ok()
             .flatten()
         {
-            runtime.finish_one(end, location);
+            runtime.start_on(scope, job, handle);
         }
-        let _ = FINISHING.try_with(|f| f.set(false));
+        let _ = STARTING.try_with(|s| s.set(false));
     }
 
-    fn finish_one(&self, end: End, location: Location) {
+    /// Counts a task's end; returns the next waiting task, now counted as running,
+    /// for the caller to start.
+    fn finish_one(&self, end: End, location: Location) -> Option<Queued> {
         let (next, idle) = self.update(|state| {
             let stats = &mut state.stats;
             stats.running -= 1;
@@ -481,12 +501,10 @@ impl AfterRuntime {
             let watched = state.phase != Phase::Running;
             (next, watched && state.stats.running == 0)
         });
-        if let Some((scope, job, handle)) = next {
-            self.start_on(scope, job, handle);
-        }
         if idle {
             self.shared.idle.notify_waiters();
         }
+        next
     }
 
     /// Applies one state change under the lock and publishes its effect on the counts.

@@ -274,7 +274,7 @@ impl Slot {
                 self.runtime.clone(),
                 self.method.clone(),
                 self.path.to_path(),
-                tracing::Span::current(),
+                current_span(),
             ))
         })
     }
@@ -392,6 +392,16 @@ impl SlotPath {
             }
             SlotPath::Long(shared) => Path::new(shared.path()),
         }
+    }
+}
+
+/// The span current here, which task spans follow from. With no subscriber ever set
+/// there is none, and asking for it costs a thread-local lookup per request.
+pub(crate) fn current_span() -> tracing::Span {
+    if tracing::dispatcher::has_been_set() {
+        tracing::Span::current()
+    } else {
+        tracing::Span::none()
     }
 }
 

@@ -169,6 +169,15 @@ impl Jobs {
         usize::from(self.first.is_some()) + self.rest.len()
     }
 
+    /// The only task (or none), or every task back when there are several.
+    pub(crate) fn single(self) -> Result<Option<Job>, Jobs> {
+        if self.rest.is_empty() {
+            Ok(self.first)
+        } else {
+            Err(self)
+        }
+    }
+
     pub(crate) fn push(&mut self, job: Job) {
         match self.first {
             None => self.first = Some(job),
