@@ -5,8 +5,11 @@
 //! One process serves the app with `axum::serve` on 127.0.0.1 and drives it with
 //! hyper HTTP/1.1 clients: one keep-alive connection per worker task, each sending
 //! its next request as soon as the previous response body has been read. The variants
-//! run in alternation (A B C D E F G, B C D E F G A, ...) so they share the machine's
-//! noise, first at 4 connections (not saturated), then at 64 (saturated). Between two
+//! run in alternation (A B C D E F G, A C E G B D F, ...) so they share the machine's
+//! noise, first at 4 connections (not saturated), then at 64 (saturated). The slices
+//! are short (0.25 s) and many (20 rounds): on a shared machine, whose speed drifts
+//! over seconds, long slices give each variant a different share of slow periods,
+//! while short ones spread the drift evenly. Between two
 //! variants the runtime is left to drain, so one variant's tasks never run during
 //! another's measurement. Each variant's CPU time per request (the whole process,
 //! server and clients) is measured too: it does not trade off against latency the
@@ -14,8 +17,8 @@
 //!
 //! ```text
 //! cargo run --release --example load
-//! LOAD_SECONDS=5 LOAD_ROUNDS=5 LOAD_CONNECTIONS=4,64 cargo run --release --example load
-//! cargo run --release --example load -- 2 3 4,64  # seconds per round, rounds, connections
+//! LOAD_SECONDS=0.5 LOAD_ROUNDS=40 LOAD_CONNECTIONS=4,64 cargo run --release --example load
+//! cargo run --release --example load -- 0.25 20 4,64  # seconds per round, rounds, connections
 //! LOAD_MAX_CONCURRENCY=4096 cargo run --release --example load
 //! LOAD_VARIANTS=/with-after,/spawn cargo run --release --example load  # some variants
 //! ```
@@ -287,6 +290,24 @@ async fn settle(runtime: &AfterRuntime) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// The order of `variants` in round `round`: every round steps through them by a
+/// different stride coprime with their count, from a different start, so each
+/// variant follows each other one over the rounds. (A rotation alone keeps every
+/// variant after the same neighbour.)
+fn round_order(variants: &[usize], round: usize) -> Vec<usize> {
+    let n = variants.len();
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let strides: Vec<usize> = (1..n.max(2)).filter(|&s| gcd(s, n) == 1).collect();
+    let stride = strides[round % strides.len()];
+    let start = (round / strides.len()) % n.max(1);
+    (0..n).map(|k| variants[(start + k * stride) % n]).collect()
+}
+
 struct Settings {
     seconds: f64,
     rounds: usize,
@@ -309,8 +330,8 @@ impl Settings {
                 .or_else(|| std::env::var(var).ok())
                 .filter(|v| !v.is_empty())
         };
-        let seconds = pick(0, "LOAD_SECONDS").map_or(2.0, |v| v.parse().expect("seconds"));
-        let rounds = pick(1, "LOAD_ROUNDS").map_or(3, |v| v.parse().expect("rounds"));
+        let seconds = pick(0, "LOAD_SECONDS").map_or(0.25, |v| v.parse().expect("seconds"));
+        let rounds = pick(1, "LOAD_ROUNDS").map_or(20, |v| v.parse().expect("rounds"));
         let connections = pick(2, "LOAD_CONNECTIONS").map_or(vec![4, 64], |v| {
             v.split(',')
                 .map(|c| c.trim().parse().expect("connections"))
@@ -365,17 +386,16 @@ async fn main() {
             senders.push(connect(server.addr).await);
         }
         // Warm-up: every variant once, unrecorded.
+        let warm_up = duration.max(Duration::from_millis(500));
         for &index in &settings.variants {
-            let (back, _, _) = run(senders, &authority, VARIANTS[index].path, duration / 4).await;
+            let (back, _, _) = run(senders, &authority, VARIANTS[index].path, warm_up).await;
             senders = back;
             settle(&runtime).await;
         }
         for round in 0..settings.rounds {
-            // Each round starts one variant later, so no variant always runs right
-            // after another (a variant's tail of work or cache state would bias it).
-            let mut order = settings.variants.clone();
-            let shift = round % order.len();
-            order.rotate_left(shift);
+            // No variant always runs right after the same one: a variant's tail of
+            // work or cache state (thousands of 20 ms tasks draining) would bias it.
+            let order = round_order(&settings.variants, round);
             for &index in &order {
                 let variant = &VARIANTS[index];
                 let rejected_before = runtime.stats().rejected;
