@@ -46,7 +46,8 @@ impl Drop for Counted {
 }
 
 /// The task's future as it is polled: inside the `RUNNING` task-local, so `after()`
-/// in it registers nested tasks, and with panics caught.
+/// in it registers nested tasks, and with panics caught. The task-local is also set
+/// while the future drops, even unpolled, so an `after()` in its `Drop` registers too.
 type Task = CatchUnwind<AssertUnwindSafe<TaskLocalFuture<Arc<RequestScope>, BoxFuture>>>;
 
 pin_project! {
@@ -90,8 +91,13 @@ enum Interrupt {
 /// if it has one, and the shutdown deadline.
 type Interrupted = Pin<Box<dyn Future<Output = Interrupt> + Send>>;
 
+///
+/// Unconstrained by tokio's cooperative budget: it is polled right after the task,
+/// which may have spent the whole budget (a task draining a busy channel does, on
+/// every poll), and a budget-aware `select!` would then never look at the timer or
+/// the deadline.
 fn interrupted(runtime: AfterRuntime) -> Interrupted {
-    Box::pin(async move {
+    Box::pin(tokio::task::unconstrained(async move {
         let cancelled = runtime.cancelled().cancelled();
         match runtime.task_timeout() {
             Some(limit) => tokio::select! {
@@ -104,7 +110,7 @@ fn interrupted(runtime: AfterRuntime) -> Interrupted {
                 Interrupt::Cancelled
             }
         }
-    })
+    }))
 }
 
 /// When the task was first polled, for the duration histogram.
@@ -203,6 +209,13 @@ impl Future for Run {
                 }
             }
         };
+        // The end is settled before the task's future drops, so a panic in its
+        // `Drop` cannot turn it into "cancelled".
+        #[cfg(feature = "metrics")]
+        if let Some(started) = *this.started {
+            metrics::task_duration(end, started.elapsed());
+        }
+        this.counted.end = Some(end);
         // The task's future drops now, inside its span; `counted` reports the end
         // when tokio drops this future, right after.
         {
@@ -210,11 +223,6 @@ impl Future for Run {
             this.task.set(None);
         }
         *this.interrupted = None;
-        #[cfg(feature = "metrics")]
-        if let Some(started) = *this.started {
-            metrics::task_duration(end, started.elapsed());
-        }
-        this.counted.end = Some(end);
         Poll::Ready(())
     }
 }

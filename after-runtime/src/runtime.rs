@@ -418,10 +418,10 @@ impl AfterRuntime {
     /// finished.
     fn start_on(&self, scope: Arc<RequestScope>, job: Job, handle: Option<Handle>) {
         match handle {
-            // Boxed: tokio moves a spawned future several times on its way into the
-            // task cell, and moving a pointer is cheaper than moving the executor's
-            // few hundred bytes. Not tracked by the `TaskTracker`: `running` counts
-            // it, and `shutdown` waits for that to reach zero.
+            // Spawned as is: the task's future is small (its timer and cancellation
+            // wait are boxed, and built only if it waits). Not tracked by the
+            // `TaskTracker`: `running` counts it, and `shutdown` waits for that to
+            // reach zero.
             Some(handle) => drop(handle.spawn(executor::run(scope, job))),
             None => {
                 let location = job.location;

@@ -217,6 +217,43 @@ async fn registration_after_shutdown_is_an_error_and_counted() {
     assert_eq!(again.stats, s);
 }
 
+/// A task that is always ready, as one draining a busy channel or socket is, uses up
+/// tokio's cooperative budget on every poll. Its timeout and the shutdown deadline
+/// must still be seen. (Real time: paused time only advances when the runtime idles,
+/// and this task never lets it.)
+async fn always_ready() {
+    loop {
+        tokio::task::consume_budget().await;
+    }
+}
+
+#[tokio::test]
+async fn a_task_that_spends_its_whole_budget_on_every_poll_still_times_out() {
+    let runtime = AfterRuntime::builder()
+        .task_timeout(Duration::from_millis(50))
+        .build();
+    request(&runtime, || async {
+        after(always_ready()).unwrap();
+    })
+    .await;
+    let report = runtime.shutdown(Duration::from_secs(30)).await;
+    let s = report.stats;
+    assert_eq!((s.timed_out, s.cancelled, s.running), (1, 0, 0), "{s:?}");
+}
+
+#[tokio::test]
+async fn a_task_that_spends_its_whole_budget_on_every_poll_is_cancelled_at_the_deadline() {
+    // The default timeout (60 s) is armed, but the shutdown deadline comes first.
+    let runtime = AfterRuntime::builder().build();
+    request(&runtime, || async {
+        after(always_ready()).unwrap();
+    })
+    .await;
+    let report = runtime.shutdown(Duration::from_millis(50)).await;
+    let s = report.stats;
+    assert_eq!((s.cancelled, s.timed_out, s.running), (1, 0, 0), "{s:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn at_the_deadline_waiting_and_running_tasks_are_cancelled_and_listed() {
     let runtime = AfterRuntime::builder()
