@@ -32,7 +32,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use after_runtime::layer::After;
-use after_runtime::{AfterLayer, AfterRuntime, after, with_after};
+use after_runtime::{AfterLayer, AfterRuntime, after};
+use after_workspace::handlers::{plain, spawn_noop, with_after_noop};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -47,21 +48,6 @@ use tower_http::map_response_body::MapResponseBodyLayer;
 
 /// The `after()` counts of the `tasks_per_request` group.
 const TASK_COUNTS: [usize; 3] = [1, 10, 100];
-
-async fn plain() -> &'static str {
-    "ok"
-}
-
-#[with_after]
-async fn with_after_one_empty() -> &'static str {
-    after! {}
-    "ok"
-}
-
-async fn manual_spawn_one_empty() -> &'static str {
-    drop(tokio::spawn(async {}));
-    "ok"
-}
 
 async fn after_n<const N: usize>() -> &'static str {
     for _ in 0..N {
@@ -183,7 +169,7 @@ fn request_group(c: &mut Criterion, rt: &Runtime) {
     });
 
     let with_after = Router::new()
-        .route("/", get(with_after_one_empty))
+        .route("/", get(with_after_noop))
         .layer(layer.clone());
     bench_request(
         &mut group,
@@ -192,7 +178,7 @@ fn request_group(c: &mut Criterion, rt: &Runtime) {
         &with_after,
     );
 
-    let manual = Router::new().route("/", get(manual_spawn_one_empty));
+    let manual = Router::new().route("/", get(spawn_noop));
     bench_request(
         &mut group,
         rt,

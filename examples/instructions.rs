@@ -23,7 +23,8 @@
 
 use std::time::Instant;
 
-use after_runtime::{AfterLayer, AfterRuntime, after, with_after};
+use after_runtime::{AfterLayer, AfterRuntime};
+use after_workspace::handlers::{after_noop, plain, spawn_noop, with_after_noop};
 use after_workspace::process;
 use axum::Router;
 use axum::body::Body;
@@ -34,26 +35,6 @@ use tower_http::map_response_body::MapResponseBodyLayer;
 
 /// Requests in flight at once.
 const CONCURRENCY: usize = 16;
-
-async fn plain() -> &'static str {
-    "ok"
-}
-
-async fn spawn_noop() -> &'static str {
-    drop(tokio::spawn(async {}));
-    "ok"
-}
-
-async fn after_noop() -> &'static str {
-    after(async {}).expect("inside AfterLayer");
-    "ok"
-}
-
-#[with_after]
-async fn with_after_noop() -> &'static str {
-    after! {}
-    "ok"
-}
 
 fn app(runtime: &AfterRuntime) -> Router {
     let layer = AfterLayer::new(runtime.clone());

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use after_runtime::{AfterLayer, AfterRuntime, Builder as AfterRuntimeBuilder, after, with_after};
+use after_workspace::handlers::{after_noop, plain, spawn_noop, with_after_noop};
 use after_workspace::{TestServer, process};
 use axum::Router;
 use axum::routing::get;
@@ -82,26 +83,6 @@ const PLAIN: usize = 0;
 const INLINE_20MS: usize = 4;
 const AFTER_20MS: usize = 5;
 
-async fn plain() -> &'static str {
-    "ok"
-}
-
-#[with_after]
-async fn with_after_noop() -> &'static str {
-    after! {}
-    "ok"
-}
-
-async fn after_fn() -> &'static str {
-    let _ = after(async {});
-    "ok"
-}
-
-async fn spawn_noop() -> &'static str {
-    drop(tokio::spawn(async {}));
-    "ok"
-}
-
 async fn inline_20ms() -> &'static str {
     tokio::time::sleep(WORK).await;
     "ok"
@@ -122,7 +103,7 @@ fn app(runtime: &AfterRuntime) -> Router {
         .route("/layer", get(plain).layer(layer.clone()))
         .route("/with-after", get(with_after_noop).layer(layer.clone()))
         .route("/spawn", get(spawn_noop))
-        .route("/after-fn", get(after_fn).layer(layer.clone()))
+        .route("/after-fn", get(after_noop).layer(layer.clone()))
         .route("/inline-20ms", get(inline_20ms))
         .route("/after-20ms", get(after_20ms).layer(layer.clone()))
 }

@@ -2,6 +2,7 @@
 //! a real server on loopback, real HTTP/1.1 and HTTP/2 clients, and a way to capture
 //! `tracing` output. Not published.
 
+pub mod handlers;
 pub mod orders;
 pub mod process;
 
