@@ -71,8 +71,9 @@ pin_project! {
     impl PinnedDrop for Run {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
-            // A task cancelled or dropped mid-flight is dropped inside its span,
-            // as `tracing::Instrumented` does.
+            // The task's future drops inside its span, as with
+            // `tracing::Instrumented`: whether it ended, timed out, was cancelled at
+            // the deadline, or is dropped mid-flight by tokio.
             if this.task.is_some() {
                 let _entered = this.span.as_ref().map(tracing::Span::enter);
                 this.task.set(None);
@@ -147,9 +148,9 @@ impl Future for Run {
         let outcome = {
             let _entered = span.enter();
             match this.task.as_mut().as_pin_mut() {
-                Some(task) => task.poll(cx),
+                Some(task) if counted.end.is_none() => task.poll(cx),
                 // Polled after it ended: tokio never does.
-                None => return Poll::Ready(()),
+                _ => return Poll::Ready(()),
             }
         };
         let end = match outcome {
@@ -209,20 +210,14 @@ impl Future for Run {
                 }
             }
         };
-        // The end is settled before the task's future drops, so a panic in its
-        // `Drop` cannot turn it into "cancelled".
         #[cfg(feature = "metrics")]
         if let Some(started) = *this.started {
             metrics::task_duration(end, started.elapsed());
         }
+        // Settled before the task's future drops, so a panic in its `Drop` cannot
+        // turn the end into "cancelled". tokio drops this future right after: the
+        // task's future inside its span (`PinnedDrop`), then `counted` reports.
         this.counted.end = Some(end);
-        // The task's future drops now, inside its span; `counted` reports the end
-        // when tokio drops this future, right after.
-        {
-            let _entered = span.enter();
-            this.task.set(None);
-        }
-        *this.interrupted = None;
         Poll::Ready(())
     }
 }
