@@ -9,11 +9,10 @@
 //! noise, first at 4 connections (not saturated), then at 64 (saturated). The slices
 //! are short (0.25 s) and many (20 rounds): on a shared machine, whose speed drifts
 //! over seconds, long slices give each variant a different share of slow periods,
-//! while short ones spread the drift evenly. Between two
-//! variants the runtime is left to drain, so one variant's tasks never run during
-//! another's measurement. Each variant's CPU time per request (the whole process,
-//! server and clients) is measured too: it does not trade off against latency the
-//! way throughput does.
+//! while short ones spread the drift evenly. Between two variants the runtime is
+//! left to drain, so one variant's tasks never run during another's measurement.
+//! Each variant's CPU time per request (the whole process, server and clients) is
+//! measured too: it does not trade off against latency the way throughput does.
 //!
 //! ```text
 //! cargo run --release --example load
