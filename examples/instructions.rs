@@ -19,12 +19,15 @@
 //! `MethodRouter::layer` costs any layer), `/layer` (`AfterLayer`, nothing
 //! registered), `/spawn` (`tokio::spawn` of a no-op future in the handler),
 //! `/after-fn` (`after()` of a no-op future), `/with-after` (`#[with_after]` with
-//! one empty `after!`).
+//! one empty `after!`), and `/spawn-yield` and `/with-after-yield` (the same two
+//! with a task that waits once before it ends, as a task awaiting I/O does).
 
 use std::time::Instant;
 
 use after_runtime::{AfterLayer, AfterRuntime};
-use after_workspace::handlers::{after_noop, plain, spawn_noop, with_after_noop};
+use after_workspace::handlers::{
+    after_noop, plain, spawn_noop, spawn_yield, with_after_noop, with_after_yield,
+};
 use after_workspace::process;
 use axum::Router;
 use axum::body::Body;
@@ -47,7 +50,9 @@ fn app(runtime: &AfterRuntime) -> Router {
         .route("/layer", get(plain).layer(layer.clone()))
         .route("/spawn", get(spawn_noop))
         .route("/after-fn", get(after_noop).layer(layer.clone()))
-        .route("/with-after", get(with_after_noop).layer(layer))
+        .route("/with-after", get(with_after_noop).layer(layer.clone()))
+        .route("/spawn-yield", get(spawn_yield))
+        .route("/with-after-yield", get(with_after_yield).layer(layer))
         // As `axum::serve` does: routes are built once, not per request.
         .with_state(())
 }

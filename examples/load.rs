@@ -79,6 +79,8 @@ const VARIANTS: [Variant; 7] = [
 ];
 
 const PLAIN: usize = 0;
+const WITH_AFTER: usize = 2;
+const SPAWN: usize = 3;
 const INLINE_20MS: usize = 4;
 const AFTER_20MS: usize = 5;
 
@@ -494,13 +496,24 @@ fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settin
             );
             summary.insert(index, (rps, p50, p99));
         }
-        if let (Some(inline), Some(after)) = (summary.get(&INLINE_20MS), summary.get(&AFTER_20MS)) {
-            println!(
-                "| 20 ms in after! vs 20 ms inline | {connections} | | | | {:.3} | {:.3} | {:.3} | | | | | | | | |",
-                after.0 / inline.0,
-                after.1 / inline.1,
-                after.2 / inline.2,
-            );
+        // Pairs compared directly, besides each variant against plain: the macro
+        // against the spawn a user would write by hand, and the 20 ms task against the
+        // same handler with no work in its `after!` (does the work itself delay the
+        // response?) and against the same work inline.
+        let pairs = [
+            ("#[with_after] vs manual spawn", WITH_AFTER, SPAWN),
+            ("20 ms in after! vs no-op after!", AFTER_20MS, WITH_AFTER),
+            ("20 ms in after! vs 20 ms inline", AFTER_20MS, INLINE_20MS),
+        ];
+        for (name, a, b) in pairs {
+            if let (Some(a), Some(b)) = (summary.get(&a), summary.get(&b)) {
+                println!(
+                    "| {name} | {connections} | | | | {:.3} | {:.3} | {:.3} | | | | | | | | |",
+                    a.0 / b.0,
+                    a.1 / b.1,
+                    a.2 / b.2,
+                );
+            }
         }
     }
     println!(

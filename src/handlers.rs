@@ -27,3 +27,19 @@ pub async fn with_after_noop() -> &'static str {
     after! {}
     "ok"
 }
+
+/// A manual `tokio::spawn` of a task that waits once (it yields) before it ends.
+pub async fn spawn_yield() -> &'static str {
+    drop(tokio::spawn(tokio::task::yield_now()));
+    "ok"
+}
+
+/// One `after!` block that waits once (it yields) before it ends: what a task that
+/// awaits I/O costs beyond one that finishes on its first poll.
+#[with_after]
+pub async fn with_after_yield() -> &'static str {
+    after! {
+        tokio::task::yield_now().await;
+    }
+    "ok"
+}

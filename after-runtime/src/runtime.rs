@@ -96,6 +96,15 @@ struct State {
 /// was released on (where it must be spawned).
 type Queued = (Arc<RequestScope>, Job, Option<Handle>);
 
+/// How `dispatch` split a request's released tasks.
+enum Split {
+    /// A slot for every one, and not shut down: all start now.
+    AllStart(Jobs),
+    /// Those that start now, and those cancelled because the runtime is closed; the
+    /// rest wait in the queue.
+    Some { start: Jobs, cancelled: Jobs },
+}
+
 /// A scope's entry in the runtime's list of scopes whose tasks wait for a response.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WaitingKey(usize);
@@ -368,7 +377,7 @@ impl AfterRuntime {
                 // The usual case: every task starts now.
                 state.stats.pending -= count;
                 state.stats.running += count;
-                return Err(jobs);
+                return Split::AllStart(jobs);
             }
             let (mut start, mut cancelled) = (Jobs::default(), Jobs::default());
             for job in jobs {
@@ -384,11 +393,11 @@ impl AfterRuntime {
                     state.queue.push_back((scope.clone(), job, handle.clone()));
                 }
             }
-            Ok((start, cancelled))
+            Split::Some { start, cancelled }
         });
         let start = match split {
-            Err(all) => all,
-            Ok((start, cancelled)) => {
+            Split::AllStart(all) => all,
+            Split::Some { start, cancelled } => {
                 for job in cancelled {
                     executor::log_cancelled(
                         &scope,
