@@ -8,7 +8,7 @@
 use std::alloc::System;
 
 use after_runtime::layer::After;
-use after_runtime::{AfterLayer, AfterRuntime, after};
+use after_runtime::{AfterLayer, AfterRuntime, after, with_after};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
@@ -71,6 +71,15 @@ where
     drop(body);
 }
 
+/// A `#[with_after]` handler whose `after!` block does not run for this request.
+#[with_after]
+async fn after_not_reached() -> &'static str {
+    if std::hint::black_box(false) {
+        after! {}
+    }
+    "ok"
+}
+
 #[test]
 fn a_request_that_registers_nothing_allocates_nothing_extra() {
     let tokio = tokio::runtime::Builder::new_current_thread()
@@ -120,11 +129,18 @@ fn a_request_that_registers_nothing_allocates_nothing_extra() {
         ))
         .await;
         let after_layer = allocations_per_request(layered).await;
+        let macro_idle = allocations_per_request(
+            Router::new()
+                .route("/orders/{id}", get(after_not_reached))
+                .fallback(|| async { "ok" })
+                .layer(AfterLayer::new(runtime.clone())),
+        )
+        .await;
         let one_task = allocations_per_request(registering).await;
         println!(
             "allocations per request: router {plain_router}, After(router) {wrapped_router}; \
              Router::layer(no-op) {no_op_layer}, Router::layer(AfterLayer) {after_layer}, \
-             registering one task {one_task}"
+             #[with_after] whose after! did not run {macro_idle}, registering one task {one_task}"
         );
 
         assert_eq!(
@@ -134,6 +150,10 @@ fn a_request_that_registers_nothing_allocates_nothing_extra() {
         assert_eq!(
             after_layer, no_op_layer,
             "AfterLayer allocated more than a no-op layer"
+        );
+        assert_eq!(
+            macro_idle, after_layer,
+            "a #[with_after] handler allocated for an after! block that did not run"
         );
         // The counter does see the layer's allocations when there is work to hold.
         assert!(one_task > after_layer, "{one_task} vs {after_layer}");

@@ -65,7 +65,7 @@ impl fmt::Debug for Headers {
 /// # let _ = axum::Router::<()>::new().route("/", axum::routing::get(handler));
 /// ```
 #[derive(Clone)]
-pub struct Cookies(pub(crate) Arc<RequestScope>);
+pub struct Cookies(pub(crate) Option<Arc<RequestScope>>);
 
 impl Cookies {
     /// The cookie called `name`, if the request sent one.
@@ -78,7 +78,7 @@ impl Cookies {
     /// # let _ = session;
     /// ```
     pub fn get(&self, name: &str) -> Option<&Cookie<'static>> {
-        self.0.cookies().get(name)
+        self.0.as_ref()?.cookies().get(name)
     }
 
     /// Every cookie the request sent (the last one of each name).
@@ -91,7 +91,7 @@ impl Cookies {
     /// # let _ = names;
     /// ```
     pub fn iter(&self) -> impl Iterator<Item = &Cookie<'static>> {
-        self.0.cookies().iter()
+        self.0.iter().flat_map(|scope| scope.cookies().iter())
     }
 }
 

@@ -166,8 +166,10 @@ impl Future for Run {
                 );
                 End::Failed
             }
-            Poll::Ready(Err(panic)) => {
-                let message = panic_message(&*panic);
+            // By reference: the payload drops at the end of `poll`, after the end is
+            // settled, so a payload whose `Drop` panics still counts as panicked.
+            Poll::Ready(Err(ref panic)) => {
+                let message = panic_message(&**panic);
                 tracing::error!(
                     parent: &*span,
                     method = %counted.scope.method,

@@ -93,7 +93,11 @@
 //! (`tests/allocations.rs`: `After` wrapped around a service allocates exactly what
 //! the service does). Through `Router::layer`, axum boxes each layer's service, future
 //! and body, which every layer that holds state pays alike; the test checks that
-//! `AfterLayer` allocates no more than a no-op layer of that shape.
+//! `AfterLayer` allocates no more than a no-op layer of that shape. The same holds for
+//! a `#[with_after]` handler whose `after!` blocks do not run for the request (one in
+//! an `if` not taken), unless some block reads `headers` or `cookies`: the request's
+//! headers can only be read while its extractors run, so such a handler copies them
+//! for every request.
 //!
 //! # Tracing
 //!

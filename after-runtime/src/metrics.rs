@@ -19,7 +19,7 @@ use crate::executor::End;
 use crate::stats::Stats;
 
 #[cfg(feature = "metrics")]
-pub(crate) fn publish(before: &Stats, after: &Stats) {
+fn publish(before: &Stats, after: &Stats) {
     let grew = |a: u64, b: u64| b.saturating_sub(a);
     let registered = grew(before.registered, after.registered);
     if registered > 0 {
@@ -46,9 +46,35 @@ pub(crate) fn publish(before: &Stats, after: &Stats) {
     }
 }
 
-#[cfg(not(feature = "metrics"))]
-#[inline(always)]
-pub(crate) fn publish(_before: &Stats, _after: &Stats) {}
+/// One state change's effect on the counts, published when dropped: a caller that
+/// holds a lock of its own keeps it until that lock is released, since a recorder
+/// may run any code. Without the feature it holds nothing and does nothing.
+#[must_use]
+pub(crate) struct Delta {
+    #[cfg(feature = "metrics")]
+    before: Stats,
+    #[cfg(feature = "metrics")]
+    after: Stats,
+}
+
+impl Delta {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn new(before: &Stats, after: &Stats) -> Self {
+        Delta {
+            #[cfg(feature = "metrics")]
+            before: *before,
+            #[cfg(feature = "metrics")]
+            after: *after,
+        }
+    }
+}
+
+impl Drop for Delta {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        publish(&self.before, &self.after);
+    }
+}
 
 #[cfg(feature = "metrics")]
 pub(crate) fn task_duration(end: End, duration: Duration) {

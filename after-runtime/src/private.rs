@@ -19,24 +19,48 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request's scope as generated code holds it: in the handler, and as the argument
 /// of each `after!` closure.
-#[derive(Clone)]
-pub struct Context(Arc<RequestScope>);
+///
+/// Under `AfterLayer`, a handler whose blocks read neither `headers` nor `cookies`
+/// holds `None`: the layer's scope, which the layer makes at the first registration,
+/// so a request whose `after!` blocks never run allocates nothing for them (S11). It
+/// is looked up where it is used, in the handler, inside the layer's scope; a clone
+/// (for a `move` block, which may outlive the handler) holds it.
+pub struct Context(Option<Arc<RequestScope>>);
 
 impl Context {
+    /// The scope; `None` only for the layer's, used outside the layer's scope, which
+    /// generated code never does.
+    fn scope(&self) -> Option<Arc<RequestScope>> {
+        self.0.clone().or_else(scope::layer_scope)
+    }
+
     /// The request's headers.
     pub fn headers(&self) -> Headers {
-        Headers(self.0.headers())
+        Headers(
+            self.scope()
+                .map(|scope| scope.headers())
+                .unwrap_or_default(),
+        )
     }
 
     /// The request's cookies.
     pub fn cookies(&self) -> Cookies {
-        Cookies(self.0.clone())
+        Cookies(self.scope())
+    }
+}
+
+impl Clone for Context {
+    fn clone(&self) -> Self {
+        Context(self.scope())
     }
 }
 
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        match &self.0 {
+            Some(scope) => fmt::Debug::fmt(scope, f),
+            None => f.write_str("Context(AfterLayer's)"),
+        }
     }
 }
 
@@ -69,6 +93,14 @@ impl<S: Send + Sync, const CAPTURE: bool> FromRequestParts<S> for Scope<CAPTURE>
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        let layer = scope::in_layer();
+        if layer && !CAPTURE {
+            // The scope waits for the first registration: S11.
+            return Ok(Scope {
+                context: Context(None),
+                _release: None,
+            });
+        }
         let (scope, release) = match scope::layer_scope() {
             Some(scope) => (scope, None),
             None => {
@@ -82,10 +114,12 @@ impl<S: Send + Sync, const CAPTURE: bool> FromRequestParts<S> for Scope<CAPTURE>
             }
         };
         if CAPTURE {
+            // Headers are only visible here, while extracting: copied now, for every
+            // request, whether or not a block runs.
             scope.capture_headers(&parts.headers);
         }
         Ok(Scope {
-            context: Context(scope),
+            context: Context(Some(scope)),
             _release: release,
         })
     }
@@ -99,6 +133,25 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: TaskOutput,
 {
-    let future = task(context.clone());
-    let _ = context.0.register(Job::new(future, location));
+    let layer_scope;
+    let scope = match &context.0 {
+        Some(scope) => scope,
+        None => match scope::layer_scope() {
+            Some(scope) => {
+                layer_scope = scope;
+                &layer_scope
+            }
+            None => {
+                // A handler future polled outside the layer it was extracted in:
+                // there is no scope, and so no runtime, to count the task in.
+                tracing::error!(
+                    location = %location,
+                    "after task dropped: its handler ran outside the AfterLayer that served it",
+                );
+                return;
+            }
+        },
+    };
+    let future = task(Context(Some(scope.clone())));
+    let _ = scope.register(Job::new(future, location));
 }

@@ -17,7 +17,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use crate::builder::{Builder, OverloadPolicy};
 use crate::error::{AfterError, AfterErrorKind};
 use crate::executor::{self, End};
-use crate::metrics;
+use crate::metrics::Delta;
 use crate::scope::RequestScope;
 use crate::stats::{ShutdownReport, Stats};
 use crate::task::Location;
@@ -323,12 +323,15 @@ impl AfterRuntime {
     /// Counts a registration, and refuses it when shut down or overloaded. With
     /// `wait`, the scope's first task is waiting for its response: the scope enters
     /// the waiting list, under the same lock.
+    ///
+    /// The counts' change is published when the returned `Delta` drops: the caller
+    /// may hold the scope's lock.
     pub(crate) fn admit(
         &self,
         scope: &Arc<RequestScope>,
         wait: bool,
-    ) -> Result<Option<WaitingKey>, AfterError> {
-        self.update(|state| {
+    ) -> (Result<Option<WaitingKey>, AfterError>, Delta) {
+        self.update_deferred(|state| {
             state.stats.registered += 1;
             let refused = if state.phase == Phase::Closed {
                 AfterErrorKind::ShutDown
@@ -518,13 +521,18 @@ impl AfterRuntime {
 
     /// Applies one state change under the lock and publishes its effect on the counts.
     fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> R {
+        self.update_deferred(change).0
+    }
+
+    /// Applies one state change under the lock; its effect on the counts is published
+    /// when the returned `Delta` drops.
+    fn update_deferred<R>(&self, change: impl FnOnce(&mut State) -> R) -> (R, Delta) {
         let mut state = self.shared.state();
         let before = state.stats;
         let result = change(&mut state);
-        let after = state.stats;
+        let delta = Delta::new(&before, &state.stats);
         drop(state);
-        metrics::publish(&before, &after);
-        result
+        (result, delta)
     }
 
     pub(crate) fn task_timeout(&self) -> Option<Duration> {

@@ -134,16 +134,19 @@ impl RequestScope {
         let admitted = if let State::Open { jobs, waiting } = &mut *state {
             // The first task also enters the scope in the runtime's waiting list,
             // under the same lock as its admission.
-            let admitted = self.runtime.admit(self, waiting.is_none());
+            let (admitted, counts) = self.runtime.admit(self, waiting.is_none());
             if let Ok(key) = admitted {
                 *waiting = waiting.or(key);
                 jobs.push(job);
             }
             drop(state);
+            // Published outside the scope's lock: a metrics recorder may run any code.
+            drop(counts);
             admitted
         } else {
             drop(state);
-            let admitted = self.runtime.admit(self, false);
+            let (admitted, counts) = self.runtime.admit(self, false);
+            drop(counts);
             if admitted.is_ok() {
                 self.runtime.dispatch(self.clone(), None, Jobs::one(job));
             }
@@ -412,6 +415,11 @@ pub(crate) fn current() -> Option<Arc<RequestScope>> {
     layer_scope().or_else(|| RUNNING.try_with(Arc::clone).ok())
 }
 
+/// Whether this code runs inside a request scope `AfterLayer` set.
+pub(crate) fn in_layer() -> bool {
+    REQUEST.try_with(|_| ()).is_ok()
+}
+
 /// The request scope `AfterLayer` set, if this code runs inside one.
 pub(crate) fn layer_scope() -> Option<Arc<RequestScope>> {
     REQUEST.try_with(|slot| slot.scope().clone()).ok()
@@ -419,7 +427,7 @@ pub(crate) fn layer_scope() -> Option<Arc<RequestScope>> {
 
 pub(crate) fn running_outcome() -> Option<Outcome> {
     // Inside a request served from within a task, that request has no outcome yet.
-    if REQUEST.try_with(|_| ()).is_ok() {
+    if in_layer() {
         return None;
     }
     RUNNING.try_with(|scope| scope.outcome()).ok().flatten()

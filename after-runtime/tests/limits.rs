@@ -375,3 +375,30 @@ async fn the_body_wrapper_forwards_size_hint_and_end_of_stream() {
     // The last frame released the task, before the body was dropped.
     assert_eq!(runtime.stats().pending, 0);
 }
+
+/// A panic payload whose own `Drop` panics too.
+struct PanicsWhenDropped;
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("the payload's drop panicked");
+    }
+}
+
+#[tokio::test]
+async fn a_task_whose_panic_payload_panics_on_drop_is_counted_as_panicked() {
+    let runtime = AfterRuntime::builder().build();
+    request(&runtime, || async {
+        after(async {
+            // Not a bare `panic_any`: a block that always diverges ends in `!`.
+            if std::hint::black_box(true) {
+                std::panic::panic_any(PanicsWhenDropped);
+            }
+        })
+        .unwrap();
+    })
+    .await;
+    let s = runtime.shutdown(Duration::from_secs(10)).await.stats;
+    assert_eq!((s.panicked, s.cancelled), (1, 0), "{s:?}");
+    assert_accounted(&runtime);
+}

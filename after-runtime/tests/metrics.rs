@@ -58,3 +58,99 @@ async fn counters_gauges_and_histograms_move() {
     assert_eq!(get("after_task_duration_seconds{end=succeeded}"), 1.0);
     assert_eq!(get("after_task_duration_seconds{end=failed}"), 1.0);
 }
+
+/// Counts one thing by registering an after task, once: a recorder may run any code.
+#[derive(Default)]
+struct RegistersOnce(std::sync::atomic::AtomicBool);
+
+impl metrics::CounterFn for RegistersOnce {
+    fn increment(&self, _: u64) {
+        if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            after(async {}).expect("inside the request's scope");
+        }
+    }
+
+    fn absolute(&self, _: u64) {}
+}
+
+/// A recorder whose registration counter registers an after task.
+#[derive(Default)]
+struct Reentrant(std::sync::Arc<RegistersOnce>);
+
+impl metrics::Recorder for Reentrant {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        if key.name() == "after_tasks_registered_total" {
+            metrics::Counter::from_arc(self.0.clone())
+        } else {
+            metrics::Counter::noop()
+        }
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[test]
+fn counts_are_published_outside_the_request_scopes_lock() {
+    // On its own thread: before the fix it deadlocked, and a test must fail, not hang.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let recorder = Reentrant::default();
+        metrics::with_local_recorder(&recorder, || {
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let stats = tokio.block_on(async {
+                let runtime = AfterRuntime::builder().build();
+                let service = After::new(
+                    service_fn(|_: Request<()>| async {
+                        after(async {}).unwrap();
+                        Ok::<_, Infallible>(Response::new(String::new()))
+                    }),
+                    runtime.clone(),
+                );
+                drop(service.oneshot(Request::new(())).await.unwrap());
+                runtime.shutdown(Duration::from_secs(10)).await.stats
+            });
+            done.send(stats).unwrap();
+        });
+    });
+    let stats = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a recorder registering an after task deadlocked the registration");
+    // The handler's task and the one the recorder registered.
+    assert_eq!(stats.registered, 2, "{stats:?}");
+    assert_eq!(stats.succeeded, 2, "{stats:?}");
+}
