@@ -148,7 +148,7 @@ impl Builder {
     }
 
     /// Builds the runtime. It needs no tokio runtime to be built; tasks are spawned
-    /// on the tokio runtime current where they are released.
+    /// on the tokio runtime that served their request.
     ///
     /// ```
     /// # use after_runtime::AfterRuntime;

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use slab::Slab;
 use std::time::Duration;
 
-use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -82,8 +81,7 @@ pub(crate) struct Shared {
 
 struct State {
     stats: Stats,
-    /// Released tasks waiting for a concurrency slot, oldest first, with the tokio
-    /// runtime they were released on (where they must be spawned).
+    /// Released tasks waiting for a concurrency slot, oldest first.
     queue: VecDeque<Queued>,
     phase: Phase,
     cancelled_at: Vec<Location>,
@@ -92,9 +90,8 @@ struct State {
     waiting: Slab<Weak<RequestScope>>,
 }
 
-/// A released task waiting for a slot: its request's scope, and the tokio runtime it
-/// was released on (where it must be spawned).
-type Queued = (Arc<RequestScope>, Job, Option<Handle>);
+/// A released task waiting for a slot, with its request's scope.
+type Queued = (Arc<RequestScope>, Job);
 
 /// How `dispatch` split a request's released tasks.
 enum Split {
@@ -246,12 +243,12 @@ impl AfterRuntime {
         let dropped = self.update(|state| {
             let dropped: Vec<_> = state.queue.drain(..).collect();
             state.stats.pending -= dropped.len() as u64;
-            for (_, job, _) in &dropped {
+            for (_, job) in &dropped {
                 state.cancelled(job.location);
             }
             dropped
         });
-        for (scope, job, _) in &dropped {
+        for (scope, job) in &dropped {
             executor::log_cancelled(
                 scope,
                 job.location,
@@ -359,11 +356,6 @@ impl AfterRuntime {
         jobs: Jobs,
     ) {
         let max_concurrency = self.shared.config.max_concurrency as u64;
-        // The tokio runtime the tasks are released on, where they are spawned, now or
-        // from the queue. (Not `tokio::spawn`: a request's future may be dropped,
-        // releasing its tasks, where a task id is set but no runtime is, as when a
-        // `LocalSet` outlives its runtime.)
-        let handle = Handle::try_current().ok();
         let split = self.update(|state| {
             if let Some(WaitingKey(key)) = waiting {
                 // A shutdown deadline may have emptied the list already.
@@ -393,7 +385,7 @@ impl AfterRuntime {
                     state.stats.running += 1;
                     start.push(job);
                 } else {
-                    state.queue.push_back((scope.clone(), job, handle.clone()));
+                    state.queue.push_back((scope.clone(), job));
                 }
             }
             Split::Some { start, cancelled }
@@ -414,22 +406,24 @@ impl AfterRuntime {
             }
         };
         match start.single() {
-            // Most requests register one task: it takes the scope and handle along.
-            Ok(Some(job)) => self.start_on(scope, job, handle),
+            // Most requests register one task: it takes the scope along.
+            Ok(Some(job)) => self.start_on(scope, job),
             Ok(None) => {}
             Err(all) => {
                 for job in all {
-                    self.start_on(scope.clone(), job, handle.clone());
+                    self.start_on(scope.clone(), job);
                 }
             }
         }
     }
 
-    /// Spawns on `handle`: the tokio runtime the task was released on, so a queued
-    /// task never lands on another one that happens to be current where a sibling
-    /// finished.
-    fn start_on(&self, scope: Arc<RequestScope>, job: Job, handle: Option<Handle>) {
-        match handle {
+    /// Spawns on the tokio runtime that served the task's request: wherever the
+    /// response finished (a body may be dropped on a thread outside any runtime) and
+    /// wherever a sibling ended, for a queued task. (Not `tokio::spawn`: a request's
+    /// future may be dropped, releasing its tasks, where a task id is set but no
+    /// runtime is, as when a `LocalSet` outlives its runtime.)
+    fn start_on(&self, scope: Arc<RequestScope>, job: Job) {
+        match scope.handle.clone() {
             // Spawned as is: the task's future is small (its timer and cancellation
             // wait are boxed, and built only if it waits). Not tracked by the
             // `TaskTracker`: `running` counts it, and `shutdown` waits for that to
@@ -440,7 +434,7 @@ impl AfterRuntime {
                 executor::log_cancelled(
                     &scope,
                     location,
-                    "no tokio runtime was running to start it",
+                    "its request was not served on a tokio runtime",
                 );
                 self.finish(End::Cancelled, location);
             }
@@ -470,19 +464,19 @@ impl AfterRuntime {
                 }
             });
             // No thread-local left (the thread is exiting): start it here.
-            if let Some((scope, job, handle)) = next {
-                self.start_on(scope, job, handle);
+            if let Some((scope, job)) = next {
+                self.start_on(scope, job);
             }
             return;
         }
-        let (scope, job, handle) = next;
-        self.start_on(scope, job, handle);
-        while let Some((runtime, (scope, job, handle))) = DEFERRED
+        let (scope, job) = next;
+        self.start_on(scope, job);
+        while let Some((runtime, (scope, job))) = DEFERRED
             .try_with(|d| d.borrow_mut().pop_front())
             .ok()
             .flatten()
         {
-            runtime.start_on(scope, job, handle);
+            runtime.start_on(scope, job);
         }
         let _ = STARTING.try_with(|s| s.set(false));
     }

@@ -39,6 +39,9 @@ pub(crate) struct RequestScope {
     /// The span current where the request's first task was registered (the
     /// request's span, or one inside it); task spans follow from it.
     pub(crate) span: tracing::Span,
+    /// The tokio runtime serving the request, where its tasks are spawned: the
+    /// response may finish where no runtime is current.
+    pub(crate) handle: Option<tokio::runtime::Handle>,
     headers: OnceLock<Arc<HeaderMap>>,
     /// Boxed: most requests never read their cookies, and the scope is moved.
     cookies: OnceLock<Box<CookieJar>>,
@@ -113,6 +116,7 @@ impl RequestScope {
             method,
             path,
             span,
+            handle: tokio::runtime::Handle::try_current().ok(),
             headers: OnceLock::new(),
             cookies: OnceLock::new(),
             state: Mutex::new(State::Open {

@@ -402,3 +402,37 @@ async fn a_task_whose_panic_payload_panics_on_drop_is_counted_as_panicked() {
     assert_eq!((s.panicked, s.cancelled), (1, 0), "{s:?}");
     assert_accounted(&runtime);
 }
+
+#[test]
+fn tasks_released_outside_any_runtime_run_on_the_one_that_served_the_request() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = AfterRuntime::builder().build();
+    let (ran, task_ran) = std::sync::mpsc::channel();
+    let service = After::new(
+        service_fn(move |_: Request<()>| {
+            let ran = ran.clone();
+            async move {
+                after(async move { ran.send(()).unwrap() }).unwrap();
+                Ok::<_, Infallible>(Response::new(String::from("unread")))
+            }
+        }),
+        runtime.clone(),
+    );
+    let response = tokio.block_on(service.oneshot(Request::new(()))).unwrap();
+    // Dropped on this thread, where no runtime is current: the response is finished
+    // (aborted), and its task starts on the runtime that served it.
+    drop(response);
+    task_ran
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the task never ran");
+    let report = tokio.block_on(runtime.shutdown(Duration::from_secs(10)));
+    assert_eq!(
+        (report.stats.succeeded, report.stats.cancelled),
+        (1, 0),
+        "{report}"
+    );
+}
