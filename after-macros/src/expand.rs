@@ -60,10 +60,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 
     let krate = &args.krate;
     let captures_request = rewriter.captures_request;
+    let eager = rewriter.enclosed_after;
     let request = Ident::new("__after_request", Span::mixed_site());
     let after = context_ident();
     let param: FnArg = syn::parse_quote! {
-        #request: #krate::__private::Scope<#captures_request>
+        #request: #krate::__private::Scope<#captures_request, #eager>
     };
     func.sig.inputs.insert(0, param);
     let block = &func.block;

@@ -7,7 +7,10 @@
 //! - closures and async blocks: yes. A `move` closure or `async move` block that
 //!   contains an `after!` gets its own clone of the request context, so it may
 //!   outlive the handler (`tokio::spawn(async move { after! { ... } })`); a task
-//!   registered after the response is finished starts at once.
+//!   registered after the response is finished starts at once. Any closure or async
+//!   block with an `after!` (and any other macro's input with one) makes the handler
+//!   take its request's scope while extracting, since that code may run on another
+//!   thread (`std::thread::scope`, rayon) where the layer's scope cannot be found.
 //! - the body of an `after!` block: yes; a nested `after!` registers a nested task
 //!   with the running task's context (DESIGN S7).
 //! - other macros' token streams (`tokio::select!` arms, `vec![...]`): yes, by
@@ -40,8 +43,16 @@ pub(crate) struct Rewriter<'a> {
     /// Whether some block mentions `headers` or `cookies`, so the handler must capture
     /// the request's header map.
     pub(crate) captures_request: bool,
+    /// Whether some `after!` written in the handler itself (not in another block) sits
+    /// in a closure, an async block or another macro's input, code that may run away
+    /// from the handler's task: then the handler must make its scope while extracting.
+    pub(crate) enclosed_after: bool,
     /// How many `after!` were rewritten so far.
     found: usize,
+    /// How many closures, async blocks and other macros' inputs enclose the visitor.
+    enclosing: usize,
+    /// How many `after!` blocks enclose the visitor.
+    in_block: usize,
     pub(crate) errors: Option<syn::Error>,
 }
 
@@ -95,7 +106,10 @@ impl<'a> Rewriter<'a> {
             krate,
             user_bound,
             captures_request: false,
+            enclosed_after: false,
             found: 0,
+            enclosing: 0,
+            in_block: 0,
             errors: None,
         }
     }
@@ -129,6 +143,8 @@ impl<'a> Rewriter<'a> {
     /// unchanged, so the user's `use after_runtime::after;` stays used.
     fn rewrite_input(&mut self, tokens: TokenStream, span: Span) -> TokenStream {
         self.found += 1;
+        // Inside another block, `after!` registers through that task's context.
+        self.enclosed_after |= self.in_block == 0 && self.enclosing > 0;
         let input = match AfterInput::parse.parse2(tokens.clone()) {
             Ok(input) => input,
             Err(error) => {
@@ -154,7 +170,9 @@ impl<'a> Rewriter<'a> {
                     brace_token: Default::default(),
                     stmts,
                 };
+                self.in_block += 1;
                 self.visit_block_mut(&mut block);
+                self.in_block -= 1;
                 type_the_final_ok(&mut block, krate);
                 let stmts = &block.stmts;
                 quote!(#(#stmts)*)
@@ -250,7 +268,9 @@ impl<'a> Rewriter<'a> {
 
     fn rewrite_other_macro(&mut self, mac: &mut Macro) {
         let tokens = std::mem::take(&mut mac.tokens);
+        self.enclosing += 1;
         mac.tokens = self.rewrite_tokens(tokens);
+        self.enclosing -= 1;
     }
 
     /// Gives a `move` closure or `async move` block that registers tasks its own
@@ -284,15 +304,14 @@ impl VisitMut for Rewriter<'_> {
         match expr {
             Expr::Macro(m) if self.is_after(&m.mac) => self.rewrite(&mut m.mac),
             Expr::Macro(m) => self.rewrite_other_macro(&mut m.mac),
-            Expr::Async(syn::ExprAsync {
-                capture: Some(_), ..
-            })
-            | Expr::Closure(syn::ExprClosure {
-                capture: Some(_), ..
-            }) => {
+            Expr::Async(syn::ExprAsync { capture, .. })
+            | Expr::Closure(syn::ExprClosure { capture, .. }) => {
+                let moves = capture.is_some();
                 let before = self.found;
+                self.enclosing += 1;
                 visit_mut::visit_expr_mut(self, expr);
-                if self.found > before {
+                self.enclosing -= 1;
+                if moves && self.found > before {
                     self.own_context(expr);
                 }
             }

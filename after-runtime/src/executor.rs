@@ -166,10 +166,8 @@ impl Future for Run {
                 );
                 End::Failed
             }
-            // By reference: the payload drops at the end of `poll`, after the end is
-            // settled, so a payload whose `Drop` panics still counts as panicked.
-            Poll::Ready(Err(ref panic)) => {
-                let message = panic_message(&**panic);
+            Poll::Ready(Err(panic)) => {
+                let message = panic_message(&*panic);
                 tracing::error!(
                     parent: &*span,
                     method = %counted.scope.method,
@@ -178,6 +176,12 @@ impl Future for Run {
                     panic = message,
                     "after task panicked",
                 );
+                // A payload whose own `Drop` panics would unwind out of this poll,
+                // past the task's count and span: contain it, and forget what that
+                // second panic carries.
+                if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(panic))) {
+                    std::mem::forget(again);
+                }
                 End::Panicked
             }
             Poll::Pending => {

@@ -95,9 +95,11 @@
 //! and body, which every layer that holds state pays alike; the test checks that
 //! `AfterLayer` allocates no more than a no-op layer of that shape. The same holds for
 //! a `#[with_after]` handler whose `after!` blocks do not run for the request (one in
-//! an `if` not taken), unless some block reads `headers` or `cookies`: the request's
-//! headers can only be read while its extractors run, so such a handler copies them
-//! for every request.
+//! an `if` not taken), unless some block reads `headers` or `cookies`, or is written
+//! in a closure, an async block or another macro's input. The request's headers can
+//! only be read while its extractors run, and such code may run away from the
+//! request's task (a scoped thread, a rayon pool), where the layer's scope cannot be
+//! found; those handlers make the scope, and copy the headers, for every request.
 //!
 //! # Tracing
 //!

@@ -20,11 +20,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request's scope as generated code holds it: in the handler, and as the argument
 /// of each `after!` closure.
 ///
-/// Under `AfterLayer`, a handler whose blocks read neither `headers` nor `cookies`
-/// holds `None`: the layer's scope, which the layer makes at the first registration,
-/// so a request whose `after!` blocks never run allocates nothing for them (S11). It
-/// is looked up where it is used, in the handler, inside the layer's scope; a clone
-/// (for a `move` block, which may outlive the handler) holds it.
+/// Under `AfterLayer`, a handler whose blocks read neither `headers` nor `cookies`, and
+/// are all written directly in its body, holds `None`: the layer's scope, which the
+/// layer makes at the first registration, so a request whose `after!` blocks never
+/// run allocates nothing for them (S11). It is looked up where it is used: in the
+/// handler's own task, inside the layer's scope.
 pub struct Context(Option<Arc<RequestScope>>);
 
 impl Context {
@@ -66,22 +66,26 @@ impl fmt::Debug for Context {
 
 /// The hidden first extractor of a `#[with_after]` handler. `CAPTURE` is whether some
 /// `after!` block mentions `headers` or `cookies`, so only then are headers cloned.
+/// `EAGER` is whether some `after!` sits in a closure, an async block or another
+/// macro's input, which may run away from the handler's task (a scoped thread, a
+/// rayon pool) where the layer's scope cannot be looked up.
 ///
-/// Under `AfterLayer` it joins the layer's scope; without it, it makes its own and
+/// Under `AfterLayer` it joins the layer's scope, looked up at the first registration
+/// unless `CAPTURE` or `EAGER` needs it now; without the layer, it makes its own and
 /// releases it when the handler's future completes or is dropped.
-pub struct Scope<const CAPTURE: bool> {
+pub struct Scope<const CAPTURE: bool, const EAGER: bool> {
     context: Context,
     _release: Option<Release>,
 }
 
-impl<const CAPTURE: bool> Scope<CAPTURE> {
+impl<const CAPTURE: bool, const EAGER: bool> Scope<CAPTURE, EAGER> {
     /// The context `after!` registrations use.
     pub fn context(&self) -> &Context {
         &self.context
     }
 }
 
-impl<const CAPTURE: bool> fmt::Debug for Scope<CAPTURE> {
+impl<const CAPTURE: bool, const EAGER: bool> fmt::Debug for Scope<CAPTURE, EAGER> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scope")
             .field("context", &self.context)
@@ -89,12 +93,14 @@ impl<const CAPTURE: bool> fmt::Debug for Scope<CAPTURE> {
     }
 }
 
-impl<S: Send + Sync, const CAPTURE: bool> FromRequestParts<S> for Scope<CAPTURE> {
+impl<S: Send + Sync, const CAPTURE: bool, const EAGER: bool> FromRequestParts<S>
+    for Scope<CAPTURE, EAGER>
+{
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
         let layer = scope::in_layer();
-        if layer && !CAPTURE {
+        if layer && !CAPTURE && !EAGER {
             // The scope waits for the first registration: S11.
             return Ok(Scope {
                 context: Context(None),

@@ -42,12 +42,27 @@ async fn fallible(State(events): State<Events>) -> &'static str {
     "ok"
 }
 
+#[with_after]
+async fn from_a_scoped_thread(State(events): State<Events>) -> &'static str {
+    // A closure that borrows the handler's context and runs on another thread, where
+    // the layer's task-local scope is not set.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            after!(clone(events) {
+                events.send("registered from a scoped thread");
+            });
+        });
+    });
+    "ok"
+}
+
 #[tokio::test]
 async fn a_loop_registers_one_task_per_iteration_with_its_values() {
     let (events, mut rx) = Events::new();
     let app = Router::new()
         .route("/items/{n}", get(per_item))
         .route("/fallible", get(fallible))
+        .route("/scoped-thread", get(from_a_scoped_thread))
         .with_state(events);
     let (app, runtime) = with_layer(app);
     let server = TestServer::start(app).await.unwrap();
@@ -68,9 +83,16 @@ async fn a_loop_registers_one_task_per_iteration_with_its_values() {
         seen,
         ["before the failure", "registered from a spawned task"]
     );
+    within(Client::new(Version::Http1).get(&server.url("/scoped-thread")))
+        .await
+        .unwrap();
+    assert_eq!(
+        within(rx.recv()).await.unwrap(),
+        "registered from a scoped thread"
+    );
     server.stop().await.unwrap();
     let report = runtime.shutdown(std::time::Duration::from_secs(10)).await;
     let s = report.stats;
-    assert_eq!((s.registered, s.succeeded, s.failed), (5, 4, 1), "{s:?}");
+    assert_eq!((s.registered, s.succeeded, s.failed), (6, 5, 1), "{s:?}");
     assert_accounted(&runtime);
 }
