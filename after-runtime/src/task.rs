@@ -18,6 +18,16 @@ use std::pin::Pin;
 /// accepts(Err::<(), String>("webhook returned 503".to_owned()));
 /// ```
 ///
+/// A task that never ends normally is accepted too: under edition 2024 its value is
+/// the never type `!`.
+///
+/// ```
+/// use after_runtime::TaskOutput;
+///
+/// fn accepts_task<F: std::future::Future<Output: TaskOutput>>(_: F) {}
+/// accepts_task(async { todo!("send the receipt") });
+/// ```
+///
 /// ```compile_fail
 /// # fn accepts<T: after_runtime::TaskOutput>(_: T) {}
 /// accepts(42); // a task's value is dropped, so it must be `()` or a `Result<(), E>`
@@ -44,10 +54,35 @@ impl<E: Display + Send + 'static> TaskOutput for Result<(), E> {
     }
 }
 
+/// A block that never ends normally (`todo!()`, `panic!`, an endless loop) has the
+/// never type `!` as its value under edition 2024; stable Rust can name it only as a
+/// function pointer's return type.
+mod never {
+    pub trait Returns {
+        type Output;
+    }
+
+    impl<R> Returns for fn() -> R {
+        type Output = R;
+    }
+
+    pub(crate) type Never = <fn() -> ! as Returns>::Output;
+}
+
+// Left out of the "types that implement it" list in errors: users should write
+// `()` or `Result<(), E>`, and the type's spelling here would only confuse.
+#[diagnostic::do_not_recommend]
+impl TaskOutput for never::Never {
+    fn into_error(self) -> Option<String> {
+        self
+    }
+}
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for () {}
     impl<E> Sealed for Result<(), E> {}
+    impl Sealed for super::never::Never {}
 }
 
 /// Where a task was registered: its `after!` block or `after()` call.
