@@ -50,6 +50,7 @@ impl Default for Builder {
             config: Config {
                 max_concurrency: Builder::DEFAULT_MAX_CONCURRENCY,
                 max_pending: Builder::DEFAULT_MAX_PENDING,
+                max_pending_per_request: Builder::DEFAULT_MAX_PENDING_PER_REQUEST,
                 task_timeout: Some(Builder::DEFAULT_TASK_TIMEOUT),
                 overload: OverloadPolicy::Reject,
             },
@@ -75,6 +76,16 @@ impl Builder {
     /// assert_eq!(Builder::DEFAULT_MAX_PENDING, 10_000);
     /// ```
     pub const DEFAULT_MAX_PENDING: usize = 10_000;
+    /// 64 tasks held by one request while its response is unfinished: far more than
+    /// a handler registers (put a loop's work in one block), and few enough that a
+    /// client that stops reading its response holds a small share: it takes 157
+    /// stalled responses to fill the default `max_pending`.
+    ///
+    /// ```
+    /// # use after_runtime::Builder;
+    /// assert_eq!(Builder::DEFAULT_MAX_PENDING_PER_REQUEST, 64);
+    /// ```
+    pub const DEFAULT_MAX_PENDING_PER_REQUEST: usize = 64;
     /// 60 seconds: long enough for a slow webhook, short enough that a hung task does
     /// not hold a concurrency slot (and a shutdown) forever.
     ///
@@ -98,7 +109,9 @@ impl Builder {
     }
 
     /// The most tasks waiting at once, both for their response to finish and for a
-    /// slot. A registration past it goes to the [`OverloadPolicy`].
+    /// slot: what bounds the memory tasks hold. A registration past it goes to the
+    /// [`OverloadPolicy`], except one that can start at once (a task nested in a
+    /// running one, or registered after its response finished, when a slot is free).
     ///
     /// ```
     /// # use after_runtime::AfterRuntime;
@@ -107,6 +120,22 @@ impl Builder {
     /// ```
     pub fn max_pending(mut self, max: usize) -> Self {
         self.config.max_pending = max;
+        self
+    }
+
+    /// The most tasks one request may hold while its response is not finished; past
+    /// it, a registration is rejected ([`AfterErrorKind::Overloaded`](crate::AfterErrorKind::Overloaded),
+    /// counted and logged). A client that stops reading a streamed response keeps
+    /// its request's tasks waiting: this keeps a handful of such clients from
+    /// filling `max_pending` and turning every other request's registrations away.
+    ///
+    /// ```
+    /// # use after_runtime::AfterRuntime;
+    /// let runtime = AfterRuntime::builder().max_pending_per_request(8).build();
+    /// # let _ = runtime;
+    /// ```
+    pub fn max_pending_per_request(mut self, max: usize) -> Self {
+        self.config.max_pending_per_request = max;
         self
     }
 

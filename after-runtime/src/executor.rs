@@ -17,7 +17,7 @@ use crate::error::AfterError;
 use crate::metrics;
 use crate::runtime::AfterRuntime;
 use crate::scope::{RUNNING, RequestScope};
-use crate::task::{BoxFuture, Job, Location};
+use crate::task::{BoxFuture, Job, Location, forget_panic};
 
 /// How a running task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +70,20 @@ pin_project! {
 
     impl PinnedDrop for Run {
         fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
+            let this = this.project();
             // The task's future drops inside its span, as with
             // `tracing::Instrumented`: whether it ended, timed out, was cancelled at
             // the deadline, or is dropped mid-flight by tokio.
             if this.task.is_some() {
                 let _entered = this.span.as_ref().map(tracing::Span::enter);
-                this.task.set(None);
+                // A captured value may panic in its `Drop`: contained, so the end is
+                // still counted and tokio sees no panic.
+                let mut task = this.task;
+                if let Err(panic) =
+                    std::panic::catch_unwind(AssertUnwindSafe(move || task.set(None)))
+                {
+                    forget_panic(panic);
+                }
             }
         }
     }
@@ -177,11 +184,8 @@ impl Future for Run {
                     "after task panicked",
                 );
                 // A payload whose own `Drop` panics would unwind out of this poll,
-                // past the task's count and span: contain it, and forget what that
-                // second panic carries.
-                if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(panic))) {
-                    std::mem::forget(again);
-                }
+                // past the task's count and span.
+                forget_panic(panic);
                 End::Panicked
             }
             Poll::Pending => {

@@ -8,9 +8,11 @@
 //! | `after_tasks_running` | gauge | |
 //! | `after_task_duration_seconds` | histogram | `end` |
 //!
-//! Changes are published as deltas of one consistent state change, so counters never
-//! go backwards however threads interleave.
+//! Changes are published as deltas of consistent state changes, so counters never
+//! go backwards and gauges never leave `0..=bound`, however threads interleave.
 
+#[cfg(feature = "metrics")]
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 #[cfg(feature = "metrics")]
 use std::time::Duration;
 
@@ -18,8 +20,10 @@ use std::time::Duration;
 use crate::executor::End;
 use crate::stats::Stats;
 
+/// Publishes the counters' growth between two consistent states: counters only
+/// grow, so their increments may land in any order.
 #[cfg(feature = "metrics")]
-fn publish(before: &Stats, after: &Stats) {
+fn publish_counters(before: &Stats, after: &Stats) {
     let grew = |a: u64, b: u64| b.saturating_sub(a);
     let registered = grew(before.registered, after.registered);
     if registered > 0 {
@@ -37,12 +41,64 @@ fn publish(before: &Stats, after: &Stats) {
             metrics::counter!("after_tasks_ended_total", "end" => end).increment(b - a);
         }
     }
-    let delta = |a: u64, b: u64| b as f64 - a as f64;
-    if before.pending != after.pending {
-        metrics::gauge!("after_tasks_pending").increment(delta(before.pending, after.pending));
+}
+
+/// The gauges' changes not yet published, added under the runtime's lock in the
+/// order the state changed, and published by one thread at a time in that order:
+/// published out of order, a task's `-1` could land before its `+1` and a scrape see
+/// `-1`. Increments rather than absolute values, so several runtimes add up.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    pending: AtomicI64,
+    running: AtomicI64,
+    publishing: AtomicBool,
+}
+
+#[cfg(feature = "metrics")]
+impl Gauges {
+    /// Called under the runtime's lock.
+    fn add(&self, before: &Stats, after: &Stats) {
+        let delta = |a: u64, b: u64| b as i64 - a as i64;
+        if before.pending != after.pending {
+            let pending = delta(before.pending, after.pending);
+            self.pending.fetch_add(pending, Ordering::SeqCst);
+        }
+        if before.running != after.running {
+            let running = delta(before.running, after.running);
+            self.running.fetch_add(running, Ordering::SeqCst);
+        }
     }
-    if before.running != after.running {
-        metrics::gauge!("after_tasks_running").increment(delta(before.running, after.running));
+
+    /// Publishes what has been added, unless another thread is publishing: it will
+    /// publish this too. A recorder that registers a task lands here again and
+    /// returns; the loop below publishes its change.
+    fn publish(&self) {
+        loop {
+            if self.publishing.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            loop {
+                let pending = self.pending.swap(0, Ordering::SeqCst);
+                let running = self.running.swap(0, Ordering::SeqCst);
+                if pending == 0 && running == 0 {
+                    break;
+                }
+                if pending != 0 {
+                    metrics::gauge!("after_tasks_pending").increment(pending as f64);
+                }
+                if running != 0 {
+                    metrics::gauge!("after_tasks_running").increment(running as f64);
+                }
+            }
+            self.publishing.store(false, Ordering::SeqCst);
+            // Added after the last swap but before the flag was cleared: its
+            // publisher saw the flag set and left it to this thread.
+            if self.pending.load(Ordering::SeqCst) == 0 && self.running.load(Ordering::SeqCst) == 0
+            {
+                return;
+            }
+        }
     }
 }
 
@@ -50,29 +106,44 @@ fn publish(before: &Stats, after: &Stats) {
 /// holds a lock of its own keeps it until that lock is released, since a recorder
 /// may run any code. Without the feature it holds nothing and does nothing.
 #[must_use]
-pub(crate) struct Delta {
+pub(crate) struct Delta<'a> {
     #[cfg(feature = "metrics")]
     before: Stats,
     #[cfg(feature = "metrics")]
     after: Stats,
+    #[cfg(feature = "metrics")]
+    gauges: &'a Gauges,
+    #[cfg(not(feature = "metrics"))]
+    _runtime: std::marker::PhantomData<&'a ()>,
 }
 
-impl Delta {
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn new(before: &Stats, after: &Stats) -> Self {
+impl<'a> Delta<'a> {
+    /// Called under the runtime's lock, right after the change.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn new(before: &Stats, after: &Stats, gauges: &'a Gauges) -> Self {
+        gauges.add(before, after);
         Delta {
-            #[cfg(feature = "metrics")]
             before: *before,
-            #[cfg(feature = "metrics")]
             after: *after,
+            gauges,
+        }
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    pub(crate) fn new(_before: &Stats, _after: &Stats) -> Self {
+        Delta {
+            _runtime: std::marker::PhantomData,
         }
     }
 }
 
-impl Drop for Delta {
+impl Drop for Delta<'_> {
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        publish(&self.before, &self.after);
+        {
+            publish_counters(&self.before, &self.after);
+            self.gauges.publish();
+        }
     }
 }
 

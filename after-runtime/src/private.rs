@@ -3,14 +3,14 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 
 use axum_core::extract::FromRequestParts;
 use http::request::Parts;
 
 use crate::context::{Cookies, Headers};
 use crate::runtime::AfterRuntime;
-use crate::scope::{self, Path, Release, RequestScope};
+use crate::scope::{self, LayerScope, Path, Release, RequestScope};
 pub use crate::task::Location;
 use crate::task::{Job, TaskOutput};
 
@@ -19,59 +19,34 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request's scope as generated code holds it: in the handler, and as the argument
 /// of each `after!` closure.
-///
-/// Under `AfterLayer`, a handler whose blocks read neither `headers` nor `cookies`, and
-/// are all written directly in its body, holds `None`: the layer's scope, which the
-/// layer makes at the first registration, so a request whose `after!` blocks never
-/// run allocates nothing for them (S11). It is looked up where it is used: in the
-/// handler's own task, inside the layer's scope.
-pub struct Context(Option<Arc<RequestScope>>);
+#[derive(Clone)]
+pub struct Context(Arc<RequestScope>);
 
 impl Context {
-    /// The scope; `None` only for the layer's, used outside the layer's scope, which
-    /// generated code never does.
-    fn scope(&self) -> Option<Arc<RequestScope>> {
-        self.0.clone().or_else(scope::layer_scope)
-    }
-
     /// The request's headers.
     pub fn headers(&self) -> Headers {
-        Headers(
-            self.scope()
-                .map(|scope| scope.headers())
-                .unwrap_or_default(),
-        )
+        Headers(self.0.headers())
     }
 
     /// The request's cookies.
     pub fn cookies(&self) -> Cookies {
-        Cookies(self.scope())
-    }
-}
-
-impl Clone for Context {
-    fn clone(&self) -> Self {
-        Context(self.scope())
+        Cookies(Some(self.0.clone()))
     }
 }
 
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(scope) => fmt::Debug::fmt(scope, f),
-            None => f.write_str("Context(AfterLayer's)"),
-        }
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
 /// The hidden first extractor of a `#[with_after]` handler. `CAPTURE` is whether some
-/// `after!` block mentions `headers` or `cookies`, so only then are headers cloned.
-/// `EAGER` is whether some `after!` sits in a closure, an async block or another
-/// macro's input, which may run away from the handler's task (a scoped thread, a
-/// rayon pool) where the layer's scope cannot be looked up.
+/// `after!` block mentions `headers` or `cookies`, so only then are headers copied.
+/// `EAGER` is no longer used: the scope is always found while extracting.
 ///
-/// Under `AfterLayer` it joins the layer's scope, looked up at the first registration
-/// unless `CAPTURE` or `EAGER` needs it now; without the layer, it makes its own and
+/// Under `AfterLayer` it joins the layer's scope, found in the request's extensions
+/// (so also when middleware runs the handler in another task), else in the
+/// task-local; without the layer, it makes its own on [`AfterRuntime::global`] and
 /// releases it when the handler's future completes or is dropped.
 pub struct Scope<const CAPTURE: bool, const EAGER: bool> {
     context: Context,
@@ -99,17 +74,15 @@ impl<S: Send + Sync, const CAPTURE: bool, const EAGER: bool> FromRequestParts<S>
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        let layer = scope::in_layer();
-        if layer && !CAPTURE && !EAGER {
-            // The scope waits for the first registration: S11.
-            return Ok(Scope {
-                context: Context(None),
-                _release: None,
-            });
-        }
-        let (scope, release) = match scope::layer_scope() {
+        let layer = parts
+            .extensions
+            .get::<LayerScope>()
+            .map(|layer| layer.0.clone())
+            .or_else(scope::layer_scope);
+        let (scope, release) = match layer {
             Some(scope) => (scope, None),
             None => {
+                warn_no_layer();
                 let scope = Arc::new(RequestScope::new(
                     AfterRuntime::global(),
                     parts.method.clone(),
@@ -125,10 +98,25 @@ impl<S: Send + Sync, const CAPTURE: bool, const EAGER: bool> FromRequestParts<S>
             scope.capture_headers(&parts.headers);
         }
         Ok(Scope {
-            context: Context(Some(scope)),
+            context: Context(scope),
             _release: release,
         })
     }
+}
+
+/// Forgetting the layer is easy and otherwise silent: the tasks still run, on a
+/// runtime the application may never drain. Said once per process.
+fn warn_no_layer() {
+    static WARNED: Once = Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "a #[with_after] handler ran without AfterLayer: its after tasks run on \
+             AfterRuntime::global(), started when the handler returns (not when the \
+             response is sent) and not drained by your runtime's shutdown; add \
+             `.layer(AfterLayer::new(runtime.clone()))` to the router, or drain \
+             AfterRuntime::global().shutdown(grace) at exit",
+        );
+    });
 }
 
 /// Registers the task an `after!` block was rewritten into. Failures to register are
@@ -139,25 +127,6 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: TaskOutput,
 {
-    let layer_scope;
-    let scope = match &context.0 {
-        Some(scope) => scope,
-        None => match scope::layer_scope() {
-            Some(scope) => {
-                layer_scope = scope;
-                &layer_scope
-            }
-            None => {
-                // A handler future polled outside the layer it was extracted in:
-                // there is no scope, and so no runtime, to count the task in.
-                tracing::error!(
-                    location = %location,
-                    "after task dropped: its handler ran outside the AfterLayer that served it",
-                );
-                return;
-            }
-        },
-    };
-    let future = task(Context(Some(scope.clone())));
-    let _ = scope.register(Job::new(future, location));
+    let future = task(context.clone());
+    let _ = context.0.register(Job::new(future, location));
 }

@@ -22,6 +22,14 @@ use crate::stats::{ShutdownReport, Stats};
 use crate::task::Location;
 use crate::task::{Job, Jobs};
 
+/// Sleeps until `deadline`; never returns without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How long `shutdown` waits, after cancelling at the deadline, for cancelled tasks
 /// to reach their next poll.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
@@ -33,6 +41,7 @@ const QUEUE_KEEP: usize = 1024;
 pub(crate) struct Config {
     pub(crate) max_concurrency: usize,
     pub(crate) max_pending: usize,
+    pub(crate) max_pending_per_request: usize,
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) overload: OverloadPolicy,
 }
@@ -77,6 +86,10 @@ pub(crate) struct Shared {
     cancel: CancellationToken,
     /// Signalled when the last running task ends.
     idle: Notify,
+    /// Signalled when a `shutdown` call brings the deadline forward.
+    deadline_moved: Notify,
+    #[cfg(feature = "metrics")]
+    gauges: crate::metrics::Gauges,
 }
 
 struct State {
@@ -85,6 +98,8 @@ struct State {
     queue: VecDeque<Queued>,
     phase: Phase,
     cancelled_at: Vec<Location>,
+    /// The earliest deadline a `shutdown` caller gave; `None` while there is none.
+    deadline: Option<tokio::time::Instant>,
     /// Requests whose tasks wait for their response, so a shutdown deadline can
     /// cancel and report those tasks too.
     waiting: Slab<Weak<RequestScope>>,
@@ -114,11 +129,16 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the runtime is in its life; only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
     Running,
+    /// `shutdown` waits for requests and tasks to end; new ones are still taken.
     Draining,
+    /// Drained or past the deadline: new tasks are refused, late ones cancelled.
     Closed,
+    /// The remaining tasks were cancelled: `shutdown` returns at once.
+    Done,
 }
 
 impl fmt::Debug for AfterRuntime {
@@ -171,11 +191,15 @@ impl AfterRuntime {
                     queue: VecDeque::new(),
                     phase: Phase::Running,
                     cancelled_at: Vec::new(),
+                    deadline: None,
                     waiting: Slab::new(),
                 }),
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
                 idle: Notify::new(),
+                deadline_moved: Notify::new(),
+                #[cfg(feature = "metrics")]
+                gauges: crate::metrics::Gauges::default(),
             }),
         }
     }
@@ -199,13 +223,19 @@ impl AfterRuntime {
     /// server is still finishing) are accepted and waited for. At the deadline,
     /// waiting tasks (for a slot, or for a response that has not finished) are
     /// dropped unrun and running ones are cancelled at their next `.await`; each is
-    /// counted in `cancelled` and its `file:line` listed in the
-    /// report. Afterwards every registration is rejected with
-    /// [`AfterErrorKind::ShutDown`]. Calling it again returns the final report at once.
+    /// counted in `cancelled` and its `file:line` listed in the report. Afterwards
+    /// every registration is rejected with [`AfterErrorKind::ShutDown`], and tasks
+    /// of responses that finish later are cancelled.
+    ///
+    /// Any `grace` works, `Duration::MAX` included (no deadline). Every caller returns
+    /// once the runtime is fully shut down, with the same final report: a call made
+    /// while another drains joins it, and the earliest deadline any caller gave
+    /// applies to both; a call made afterwards returns at once.
     ///
     /// A cancelled task that does not reach its next `.await` within 5 seconds (it
     /// blocks its thread) is left behind: `shutdown` returns and the report counts it
-    /// as still running.
+    /// as still running. Called from inside a request under the layer, it waits for
+    /// that request too, so it cancels the request's tasks at the deadline.
     ///
     /// ```
     /// use std::time::Duration;
@@ -217,85 +247,124 @@ impl AfterRuntime {
     /// # }
     /// ```
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
-        let shared = &self.shared;
-        {
-            let mut state = shared.state();
+        let deadline = tokio::time::Instant::now().checked_add(grace);
+        let done = self.update(|state| {
             if state.phase == Phase::Running {
                 state.phase = Phase::Draining;
             }
+            if let Some(deadline) = deadline {
+                state.deadline = Some(state.deadline.map_or(deadline, |d| d.min(deadline)));
+            }
+            state.phase == Phase::Done
+        });
+        if !done {
+            self.shared.tracker.close();
+            // A caller already draining may now have an earlier deadline.
+            self.shared.deadline_moved.notify_waiters();
+            self.drain().await;
+            self.cancel_remaining().await;
         }
-        shared.tracker.close();
-        let deadline = tokio::time::Instant::now() + grace;
-        let drained = loop {
-            // Requests in flight (tracker tokens), then running and queued tasks.
-            let requests = tokio::time::timeout_at(deadline, shared.tracker.wait()).await;
-            let tasks = tokio::time::timeout_at(deadline, self.no_task_running()).await;
-            // Either may have started again while the other was awaited; only close
-            // once nothing is in flight, or the deadline has passed.
+        let state = self.shared.state();
+        ShutdownReport {
+            stats: state.stats,
+            cancelled: state.cancelled_at.clone(),
+        }
+    }
+
+    /// Waits until no request is in flight and no task is running or waiting, or
+    /// the earliest deadline passes; then closes the runtime to new tasks.
+    async fn drain(&self) {
+        let shared = &self.shared;
+        loop {
+            let moved = shared.deadline_moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let deadline = {
+                let state = shared.state();
+                if state.phase >= Phase::Closed {
+                    return;
+                }
+                state.deadline
+            };
+            tokio::select! {
+                () = async {
+                    // Requests in flight (tracker tokens), then running and queued tasks.
+                    shared.tracker.wait().await;
+                    self.no_task_running().await;
+                } => {}
+                () = sleep_until(deadline) => {}
+                () = moved => continue,
+            }
+            // Either may have started again while the other was awaited (a request
+            // arrived, a task registered a nested one): only close once nothing is in
+            // flight, or at the deadline.
             let mut state = shared.state();
             let idle = shared.tracker.is_empty() && state.stats.running == 0;
-            if idle || requests.is_err() || tasks.is_err() {
-                state.phase = Phase::Closed;
-                break idle;
+            let late = state
+                .deadline
+                .is_some_and(|d| tokio::time::Instant::now() >= d);
+            if idle || late {
+                state.phase = state.phase.max(Phase::Closed);
+                return;
             }
-        };
+        }
+    }
 
-        let dropped = self.update(|state| {
-            let dropped: Vec<_> = state.queue.drain(..).collect();
-            state.stats.pending -= dropped.len() as u64;
-            for (_, job) in &dropped {
+    /// At the deadline: drops the waiting tasks unrun, cancels the running ones, and
+    /// waits (bounded) for them to stop. Every caller of `shutdown` runs it; what one
+    /// caller took, the others find gone.
+    async fn cancel_remaining(&self) {
+        let shared = &self.shared;
+        let queued = self.update(|state| {
+            let queued: Vec<_> = state.queue.drain(..).collect();
+            state.stats.pending -= queued.len() as u64;
+            for (_, job) in &queued {
                 state.cancelled(job.location);
             }
-            dropped
+            queued
         });
-        for (scope, job) in &dropped {
+        for (scope, job) in queued {
             executor::log_cancelled(
-                scope,
+                &scope,
                 job.location,
                 "it was still waiting at the shutdown deadline",
             );
+            job.drop_unrun();
         }
-        drop(dropped);
 
         // Tasks of requests whose responses are still not finished.
-        let open: Vec<Arc<RequestScope>> = shared
-            .state()
-            .waiting
-            .drain()
-            .filter_map(|scope| scope.upgrade())
-            .collect();
+        let open: Vec<Arc<RequestScope>> = self.update(|state| {
+            state
+                .waiting
+                .drain()
+                .filter_map(|scope| scope.upgrade())
+                .collect()
+        });
         for scope in open {
             let jobs = scope.cancel_waiting();
-            if jobs.is_empty() {
-                continue;
-            }
             self.update(|state| {
                 state.stats.pending -= jobs.len() as u64;
                 for job in &jobs {
                     state.cancelled(job.location);
                 }
             });
-            for job in &jobs {
+            for job in jobs {
                 executor::log_cancelled(
                     &scope,
                     job.location,
                     "its response had not finished at the shutdown deadline",
                 );
+                job.drop_unrun();
             }
         }
 
-        if !drained {
+        if shared.state().stats.running > 0 {
             shared.cancel.cancel();
             // Cancelled tasks stop at their next poll. One blocking its thread never
             // does: stop waiting after a bound and report it as still running.
             let _ = tokio::time::timeout(CANCEL_WAIT, self.no_task_running()).await;
         }
-
-        let state = shared.state();
-        ShutdownReport {
-            stats: state.stats,
-            cancelled: state.cancelled_at.clone(),
-        }
+        self.update(|state| state.phase = Phase::Done);
     }
 
     /// Resolves once no task is running (so none is queued either: the queue only
@@ -317,33 +386,79 @@ impl AfterRuntime {
         self.shared.tracker.token()
     }
 
-    /// Counts a registration, and refuses it when shut down or overloaded. With
-    /// `wait`, the scope's first task is waiting for its response: the scope enters
-    /// the waiting list, under the same lock.
+    /// Counts a registration made while its response is not finished, and refuses it
+    /// when shut down or overloaded: the request already holds `held` tasks (at most
+    /// `max_pending_per_request`), and all requests together at most `max_pending`.
+    /// With `first`, the scope enters the waiting list, under the same lock.
     ///
     /// The counts' change is published when the returned `Delta` drops: the caller
     /// may hold the scope's lock.
     pub(crate) fn admit(
         &self,
         scope: &Arc<RequestScope>,
-        wait: bool,
-    ) -> (Result<Option<WaitingKey>, AfterError>, Delta) {
+        held: usize,
+        first: bool,
+    ) -> (Result<Option<WaitingKey>, AfterError>, Delta<'_>) {
+        let config = &self.shared.config;
         self.update_deferred(|state| {
             state.stats.registered += 1;
-            let refused = if state.phase == Phase::Closed {
-                AfterErrorKind::ShutDown
-            } else if state.stats.pending >= self.shared.config.max_pending as u64 {
-                match self.shared.config.overload {
-                    OverloadPolicy::Reject => AfterErrorKind::Overloaded,
+            let refused = if state.phase >= Phase::Closed {
+                AfterError::new(AfterErrorKind::ShutDown)
+            } else if held >= config.max_pending_per_request {
+                AfterError::per_request(config.max_pending_per_request)
+            } else if state.stats.pending >= config.max_pending as u64 {
+                match config.overload {
+                    OverloadPolicy::Reject => AfterError::new(AfterErrorKind::Overloaded),
                 }
             } else {
                 state.stats.pending += 1;
-                let key = wait.then(|| WaitingKey(state.waiting.insert(Arc::downgrade(scope))));
+                let key = first.then(|| WaitingKey(state.waiting.insert(Arc::downgrade(scope))));
                 return Ok(key);
             };
             state.stats.rejected += 1;
-            Err(AfterError::new(refused))
+            Err(refused)
         })
+    }
+
+    /// Registers a task whose response is already finished (a nested task, or one
+    /// registered late by a handler moved off its request): it starts now when a
+    /// slot is free, whatever the number waiting; else it waits for a slot, within
+    /// `max_pending`.
+    pub(crate) fn submit(&self, scope: &Arc<RequestScope>, job: Job) -> Result<(), AfterError> {
+        let config = &self.shared.config;
+        let (admitted, counts) = self.update_deferred(|state| {
+            state.stats.registered += 1;
+            let refused = if state.phase >= Phase::Closed {
+                AfterError::new(AfterErrorKind::ShutDown)
+            } else if state.stats.running < config.max_concurrency as u64 {
+                state.stats.running += 1;
+                return Ok(Some(job));
+            } else if state.stats.pending >= config.max_pending as u64 {
+                match config.overload {
+                    OverloadPolicy::Reject => AfterError::new(AfterErrorKind::Overloaded),
+                }
+            } else {
+                state.stats.pending += 1;
+                state.queue.push_back((scope.clone(), job));
+                return Ok(None);
+            };
+            state.stats.rejected += 1;
+            Err((refused, job))
+        });
+        drop(counts);
+        match admitted {
+            Ok(start) => {
+                if let Some(job) = start {
+                    self.start_on(scope.clone(), job);
+                }
+                Ok(())
+            }
+            Err((error, job)) => {
+                executor::log_rejected(scope, job.location, &error);
+                job.drop_unrun();
+                Err(error)
+            }
+        }
     }
 
     /// Hands a request's released tasks to the executor, in order, under one lock:
@@ -368,7 +483,7 @@ impl AfterRuntime {
                 }
             }
             let count = jobs.len() as u64;
-            if state.phase != Phase::Closed && state.stats.running + count <= max_concurrency {
+            if state.phase < Phase::Closed && state.stats.running + count <= max_concurrency {
                 // The usual case: every task starts now.
                 state.stats.pending -= count;
                 state.stats.running += count;
@@ -376,7 +491,7 @@ impl AfterRuntime {
             }
             let (mut start, mut cancelled) = (Jobs::default(), Jobs::default());
             for job in jobs {
-                if state.phase == Phase::Closed {
+                if state.phase >= Phase::Closed {
                     state.stats.pending -= 1;
                     state.cancelled(job.location);
                     cancelled.push(job);
@@ -400,7 +515,7 @@ impl AfterRuntime {
                         "its response finished after shutdown",
                     );
                     // Dropped here, outside the lock: its captures may run any code.
-                    drop(job);
+                    job.drop_unrun();
                 }
                 start
             }
@@ -520,10 +635,13 @@ impl AfterRuntime {
 
     /// Applies one state change under the lock; its effect on the counts is published
     /// when the returned `Delta` drops.
-    fn update_deferred<R>(&self, change: impl FnOnce(&mut State) -> R) -> (R, Delta) {
+    fn update_deferred<R>(&self, change: impl FnOnce(&mut State) -> R) -> (R, Delta<'_>) {
         let mut state = self.shared.state();
         let before = state.stats;
         let result = change(&mut state);
+        #[cfg(feature = "metrics")]
+        let delta = Delta::new(&before, &state.stats, &self.shared.gauges);
+        #[cfg(not(feature = "metrics"))]
         let delta = Delta::new(&before, &state.stats);
         drop(state);
         (result, delta)

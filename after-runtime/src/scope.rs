@@ -1,14 +1,11 @@
 //! The request scope: where a request's tasks wait until its response is finished,
 //! and the task-locals that let `after()` find it.
 
-use std::cell::OnceCell;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Instant;
 
 use cookie::{Cookie, CookieJar};
-use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header::COOKIE};
+use http::{HeaderMap, HeaderValue, Method, header::COOKIE};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::error::{AfterError, AfterErrorKind};
@@ -20,11 +17,10 @@ use crate::task::{Job, Jobs, TaskOutput};
 
 tokio::task_local! {
     /// Set by `AfterLayer` around the inner service's future.
-    pub(crate) static REQUEST: Slot;
+    pub(crate) static REQUEST: Arc<RequestScope>;
     /// Set by the executor around a running task. Tasks are spawned, so a running
     /// task's scope is always outside any request scope set within it: `REQUEST`,
-    /// when set, is the innermost. Kept apart so a running task's future carries an
-    /// `Arc`, not a whole `Slot`.
+    /// when set, is the innermost.
     pub(crate) static RUNNING: Arc<RequestScope>;
 }
 
@@ -36,8 +32,9 @@ pub(crate) struct RequestScope {
     /// read buffer, and holding it for as long as the tasks run would pin 8 KiB per
     /// request.
     pub(crate) path: Path,
-    /// The span current where the request's first task was registered (the
-    /// request's span, or one inside it); task spans follow from it.
+    /// The span current where the scope was made (where the request entered
+    /// `AfterLayer`, or the handler's extractors ran without it); task spans follow
+    /// from it.
     pub(crate) span: tracing::Span,
     /// The tokio runtime serving the request, where its tasks are spawned: the
     /// response may finish where no runtime is current.
@@ -133,33 +130,33 @@ impl RequestScope {
     /// Admits `job` (or counts its rejection) and queues it until the response is
     /// finished, or hands it to the executor if it already is. Never waits.
     pub(crate) fn register(self: &Arc<Self>, job: Job) -> Result<(), AfterError> {
-        let location = job.location;
         let mut state = self.state();
-        let admitted = if let State::Open { jobs, waiting } = &mut *state {
-            // The first task also enters the scope in the runtime's waiting list,
-            // under the same lock as its admission.
-            let (admitted, counts) = self.runtime.admit(self, waiting.is_none());
-            if let Ok(key) = admitted {
+        let State::Open { jobs, waiting } = &mut *state else {
+            drop(state);
+            return self.runtime.submit(self, job);
+        };
+        // The first task also enters the scope in the runtime's waiting list, under
+        // the same lock as its admission.
+        let (admitted, counts) = self.runtime.admit(self, jobs.len(), waiting.is_none());
+        let refused = match admitted {
+            Ok(key) => {
                 *waiting = waiting.or(key);
                 jobs.push(job);
+                None
             }
-            drop(state);
-            // Published outside the scope's lock: a metrics recorder may run any code.
-            drop(counts);
-            admitted
-        } else {
-            drop(state);
-            let (admitted, counts) = self.runtime.admit(self, false);
-            drop(counts);
-            if admitted.is_ok() {
-                self.runtime.dispatch(self.clone(), None, Jobs::one(job));
-            }
-            admitted
+            Err(error) => Some((error, job)),
         };
-        // Logged outside the scope's lock: a subscriber may run any code.
-        admitted
-            .map(drop)
-            .inspect_err(|error| executor::log_rejected(self, location, error))
+        drop(state);
+        // Published outside the scope's lock: a metrics recorder may run any code.
+        drop(counts);
+        let Some((error, job)) = refused else {
+            return Ok(());
+        };
+        // Logged and dropped outside the scope's lock: a subscriber, or the task's
+        // captures, may run any code.
+        executor::log_rejected(self, job.location, &error);
+        job.drop_unrun();
+        Err(error)
     }
 
     /// The response is finished: hands every waiting task to the executor, in
@@ -192,6 +189,11 @@ impl RequestScope {
                 None
             }
         }
+    }
+
+    /// Whether a task waits in the scope for its response.
+    fn has_waiting(&self) -> bool {
+        matches!(&*self.state(), State::Open { jobs, .. } if jobs.len() > 0)
     }
 
     pub(crate) fn outcome(&self) -> Option<Outcome> {
@@ -248,88 +250,42 @@ impl RequestScope {
     }
 }
 
-/// What `AfterLayer` keeps in the task-local while the inner service runs. The scope
-/// is allocated on the first registration only, so a request that registers nothing
-/// costs no allocation. Kept small: tokio swaps it in and out of the task-local on
-/// every poll of the request's future.
-pub(crate) struct Slot {
-    runtime: AfterRuntime,
-    method: Method,
-    path: SlotPath,
-    pub(crate) started: Instant,
-    scope: OnceCell<Arc<RequestScope>>,
-    /// Keeps a draining runtime waiting for this request: it may still register, and
-    /// its tasks wait for its response. Moves to the `Release`.
-    in_flight: Option<TaskTrackerToken>,
-}
-
-impl Slot {
-    pub(crate) fn new(runtime: AfterRuntime, method: Method, uri: &Uri) -> Self {
-        Slot {
-            method,
-            path: SlotPath::new(uri),
-            started: Instant::now(),
-            scope: OnceCell::new(),
-            in_flight: Some(runtime.token()),
-            runtime,
-        }
-    }
-
-    pub(crate) fn scope(&self) -> &Arc<RequestScope> {
-        self.scope.get_or_init(|| {
-            Arc::new(RequestScope::new(
-                self.runtime.clone(),
-                self.method.clone(),
-                self.path.to_path(),
-                current_span(),
-            ))
-        })
-    }
-
-    /// The response head is out: hands the scope, if any task was registered, to the
-    /// body, which releases it when the body ends or is dropped.
-    pub(crate) fn into_release(mut self, status: StatusCode) -> Option<Release> {
-        let scope = self.scope.take()?;
-        Some(Release {
-            scope,
-            outcome: Outcome {
-                status: Some(status),
-                time_to_response: Some(self.started.elapsed()),
-                delivery: Delivery::Aborted,
-            },
-            // The request is in flight until its tasks are released.
-            _in_flight: self.in_flight.take(),
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        // Still here: the inner future was dropped or failed before a response. The
-        // token drops after this, with the other fields.
-        if let Some(scope) = self.scope.take() {
-            scope.release(Outcome::new(Delivery::NotProduced));
-        }
-    }
-}
-
-/// Releases a request's tasks when dropped, with the outcome it holds.
+/// Releases a request's tasks when dropped, with the outcome it holds. Under
+/// `AfterLayer` it is made with the request, held by the response future until the
+/// response head is out, then by the body; dropped before a response, it releases
+/// the tasks as "not produced".
 pub(crate) struct Release {
     scope: Arc<RequestScope>,
     pub(crate) outcome: Outcome,
-    /// Dropped after the release (fields drop after `drop`), so a draining runtime
-    /// never sees a moment with nothing in flight.
-    _in_flight: Option<TaskTrackerToken>,
+    /// Keeps a draining runtime waiting for this request: it may still register, and
+    /// its tasks wait for its response. Dropped after the release (fields drop after
+    /// `drop`), so a draining runtime never sees a moment with nothing in flight.
+    _in_flight: TaskTrackerToken,
 }
 
 impl Release {
+    /// For a request entering `AfterLayer`: "not produced" until a response is.
+    pub(crate) fn new(scope: Arc<RequestScope>) -> Self {
+        Release {
+            _in_flight: scope.runtime.token(),
+            scope,
+            outcome: Outcome::new(Delivery::NotProduced),
+        }
+    }
+
     /// For a scope made without `AfterLayer`, released when its handler ends.
     pub(crate) fn standalone(scope: Arc<RequestScope>) -> Self {
-        Release {
-            _in_flight: Some(scope.runtime.token()),
-            scope,
-            outcome: Outcome::new(Delivery::Unobserved),
-        }
+        let mut release = Release::new(scope);
+        release.outcome = Outcome::new(Delivery::Unobserved);
+        release
+    }
+
+    /// Whether a task can still be registered in the scope: one is already waiting,
+    /// or code other than this guard (a handler moved to another task, a clone of
+    /// the request's extensions) still holds the scope. When not, the response's
+    /// body need not be watched.
+    pub(crate) fn may_hold_tasks(&self) -> bool {
+        Arc::strong_count(&self.scope) > 1 || self.scope.has_waiting()
     }
 }
 
@@ -347,60 +303,12 @@ impl std::fmt::Debug for Release {
     }
 }
 
-impl std::fmt::Debug for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot")
-            .field("method", &self.method)
-            .field("path", &self.path.to_path().as_str())
-            .finish_non_exhaustive()
-    }
-}
-
-/// The path as a slot keeps it until a scope needs it: a short one copied inline, a
-/// long one by sharing its bytes (a reference count, where copying would allocate).
-enum SlotPath {
-    Short {
-        len: u8,
-        bytes: [u8; SlotPath::INLINE],
-    },
-    Long(PathAndQuery),
-}
-
-impl SlotPath {
-    /// Room for most API paths while keeping the slot small.
-    const INLINE: usize = 30;
-
-    fn new(uri: &Uri) -> Self {
-        let path = uri.path();
-        match uri.path_and_query() {
-            Some(shared) if path.len() > Self::INLINE => SlotPath::Long(shared.clone()),
-            _ => {
-                // `Uri::path` is at most `INLINE` bytes here, or is "/" or "".
-                let len = path.len().min(Self::INLINE);
-                let mut bytes = [0; Self::INLINE];
-                bytes[..len].copy_from_slice(&path.as_bytes()[..len]);
-                SlotPath::Short {
-                    len: len as u8,
-                    bytes,
-                }
-            }
-        }
-    }
-
-    fn to_path(&self) -> Path {
-        match self {
-            SlotPath::Short { len, bytes } => {
-                let mut inline = [0; Path::INLINE];
-                inline[..Self::INLINE].copy_from_slice(bytes);
-                Path::Inline {
-                    len: *len,
-                    bytes: inline,
-                }
-            }
-            SlotPath::Long(shared) => Path::new(shared.path()),
-        }
-    }
-}
+/// The request's scope, as `AfterLayer` puts it in the request's extensions: found
+/// by `#[with_after]`'s extractor wherever the handler runs, also when middleware
+/// moves the handler's future to another task (`tokio::spawn(next.run(req))`),
+/// where the task-local is not set.
+#[derive(Clone)]
+pub(crate) struct LayerScope(pub(crate) Arc<RequestScope>);
 
 /// The span current here, which task spans follow from. With no subscriber ever set
 /// there is none, and asking for it costs a thread-local lookup per request.
@@ -420,13 +328,13 @@ pub(crate) fn current() -> Option<Arc<RequestScope>> {
 }
 
 /// Whether this code runs inside a request scope `AfterLayer` set.
-pub(crate) fn in_layer() -> bool {
+fn in_layer() -> bool {
     REQUEST.try_with(|_| ()).is_ok()
 }
 
 /// The request scope `AfterLayer` set, if this code runs inside one.
 pub(crate) fn layer_scope() -> Option<Arc<RequestScope>> {
-    REQUEST.try_with(|slot| slot.scope().clone()).ok()
+    REQUEST.try_with(Arc::clone).ok()
 }
 
 pub(crate) fn running_outcome() -> Option<Outcome> {

@@ -2,6 +2,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 
 /// The values an after task may end with: `()`, or `Result<(), E>` where `E: Display`.
@@ -186,6 +187,31 @@ impl Job {
 }
 
 /// Tasks in registration order, the first inline: a request usually registers one.
+impl Job {
+    /// Drops a task that will not run (rejected, or cancelled before it started).
+    /// A value it captured may panic in its `Drop`: that is contained here, and
+    /// logged, so the bookkeeping around it (a shutdown, a rejection) always
+    /// completes.
+    pub(crate) fn drop_unrun(self) {
+        let location = self.location;
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(self))) {
+            tracing::error!(
+                location = %location,
+                "a value captured by an after task panicked while being dropped unrun",
+            );
+            forget_panic(panic);
+        }
+    }
+}
+
+/// Drops a panic's payload, containing a panic in the payload's own `Drop` (whose
+/// payload is forgotten).
+pub(crate) fn forget_panic(panic: Box<dyn std::any::Any + Send>) {
+    if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(panic))) {
+        std::mem::forget(again);
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Jobs {
     first: Option<Job>,
@@ -193,13 +219,6 @@ pub(crate) struct Jobs {
 }
 
 impl Jobs {
-    pub(crate) fn one(job: Job) -> Self {
-        Jobs {
-            first: Some(job),
-            rest: Vec::new(),
-        }
-    }
-
     pub(crate) fn len(&self) -> usize {
         usize::from(self.first.is_some()) + self.rest.len()
     }

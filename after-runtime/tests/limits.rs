@@ -282,7 +282,10 @@ async fn at_the_deadline_waiting_and_running_tasks_are_cancelled_and_listed() {
 
 #[test]
 fn tasks_dropped_with_their_tokio_runtime_are_still_counted() {
-    let runtime = AfterRuntime::builder().max_concurrency(1).build();
+    let runtime = AfterRuntime::builder()
+        .max_concurrency(1)
+        .max_pending_per_request(1_000)
+        .build();
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -184,6 +184,7 @@ async fn registering_from_a_plain_handler_never_waits() {
     // S1: `after()` returns at once even when the runtime has no free slot.
     let runtime = after_runtime::AfterRuntime::builder()
         .max_concurrency(1)
+        .max_pending_per_request(100)
         .build();
     let gate = Gate::new();
     let g = gate.clone();

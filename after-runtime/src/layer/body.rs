@@ -54,7 +54,7 @@ impl<B: Body> AfterBody<B> {
     pub(crate) fn new(
         inner: B,
         release: Option<Release>,
-        is_head: bool,
+        no_body: bool,
         declared: Option<u64>,
     ) -> Self {
         let mut release = release;
@@ -64,7 +64,7 @@ impl<B: Body> AfterBody<B> {
         if let Some(release) = &mut release {
             // Nothing left to send: the response is whole once the head is out, which
             // is when hyper drops the body.
-            if is_head || inner.is_end_stream() || remaining == Some(0) {
+            if no_body || inner.is_end_stream() || remaining == Some(0) {
                 release.outcome.delivery = Delivery::Delivered;
             }
         }

@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
@@ -9,7 +11,8 @@ use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 
 use super::body::AfterBody;
-use crate::scope::Slot;
+use crate::outcome::Delivery;
+use crate::scope::{Release, RequestScope};
 
 pin_project! {
     /// Runs the inner service's future inside the request scope, and hands the
@@ -34,14 +37,26 @@ pin_project! {
     /// ```
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: TaskLocalFuture<Slot, F>,
+        inner: TaskLocalFuture<Arc<RequestScope>, F>,
+        // Dropped with the future before a response: the tasks start, "not produced".
+        release: Option<Release>,
+        started: Instant,
         is_head: bool,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: TaskLocalFuture<Slot, F>, is_head: bool) -> Self {
-        ResponseFuture { inner, is_head }
+    pub(crate) fn new(
+        inner: TaskLocalFuture<Arc<RequestScope>, F>,
+        release: Release,
+        is_head: bool,
+    ) -> Self {
+        ResponseFuture {
+            inner,
+            release: Some(release),
+            started: Instant::now(),
+            is_head,
+        }
     }
 }
 
@@ -61,11 +76,27 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let result = ready!(this.inner.as_mut().poll(cx));
-        // Dropping a slot that holds a scope releases it as "not produced".
-        let slot = this.inner.take_value();
+        // The task-local's reference, so that only code that can still register
+        // holds the scope.
+        drop(this.inner.take_value());
+        // On an error, dropping the release starts the tasks as "not produced".
+        let release = this.release.take();
         Poll::Ready(result.map(|response| {
-            let release = slot.and_then(|slot| slot.into_release(response.status()));
-            let is_head = *this.is_head;
+            let status = response.status();
+            let release = release.and_then(|mut release| {
+                release.outcome.status = Some(status);
+                release.outcome.time_to_response = Some(this.started.elapsed());
+                release.outcome.delivery = Delivery::Aborted;
+                // Nothing registered, and nothing left that could: the tasks are
+                // released (none) now, and the body passes through unwatched.
+                release.may_hold_tasks().then_some(release)
+            });
+            // These responses have no body on the wire, whatever the service
+            // returned: the server drops it once the head is out.
+            let no_body = *this.is_head
+                || status.is_informational()
+                || status == http::StatusCode::NO_CONTENT
+                || status == http::StatusCode::NOT_MODIFIED;
             // Only a body that releases tasks, and whose length its size hint does
             // not give, needs the declared `Content-Length` (a header lookup).
             let declared = release.as_ref().and_then(|_| {
@@ -76,7 +107,7 @@ where
                 let length = response.headers().get(http::header::CONTENT_LENGTH)?;
                 length.to_str().ok()?.parse().ok()
             });
-            response.map(|body| AfterBody::new(body, release, is_head, declared))
+            response.map(|body| AfterBody::new(body, release, no_body, declared))
         }))
     }
 }

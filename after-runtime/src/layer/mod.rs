@@ -7,6 +7,7 @@
 mod body;
 mod future;
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -16,7 +17,7 @@ use tower_service::Service;
 pub use self::body::AfterBody;
 pub use self::future::ResponseFuture;
 use crate::runtime::AfterRuntime;
-use crate::scope::{REQUEST, Slot};
+use crate::scope::{LayerScope, Path, REQUEST, Release, RequestScope, current_span};
 
 /// Gives every request a scope for `after!` and [`after()`](crate::after()), and starts
 /// the tasks registered in it once the response is finished: its body reached its
@@ -119,9 +120,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let slot = Slot::new(self.runtime.clone(), req.method().clone(), req.uri());
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let scope = Arc::new(RequestScope::new(
+            self.runtime.clone(),
+            req.method().clone(),
+            Path::new(req.uri().path()),
+            current_span(),
+        ));
+        // Found by `#[with_after]` handlers that middleware moved to another task,
+        // where the task-local below is not set: their tasks stay on this runtime
+        // and wait for this response.
+        req.extensions_mut().insert(LayerScope(scope.clone()));
+        let release = Release::new(scope.clone());
         let is_head = req.method() == http::Method::HEAD;
-        ResponseFuture::new(REQUEST.scope(slot, self.inner.call(req)), is_head)
+        ResponseFuture::new(REQUEST.scope(scope, self.inner.call(req)), release, is_head)
     }
 }
