@@ -154,7 +154,6 @@ fn a_request_that_registers_nothing_allocates_nothing_extra() {
              #[with_after] whose after! did not run {macro_idle}, registering one task {one_task}"
         );
 
-
         assert!(
             wrapped_router <= plain_router + LAYER_ALLOCATIONS,
             "After allocated {} times for a request that registered nothing",

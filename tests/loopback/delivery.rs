@@ -252,3 +252,44 @@ async fn a_streamed_body_of_declared_length_counts_as_delivered() {
     assert_accounted(&runtime);
     server.stop().await.unwrap();
 }
+
+/// A status that has no body on the wire, answered with a body anyway.
+#[with_after]
+async fn bodiless(State(events): State<Events>, uri: axum::http::Uri) -> (StatusCode, String) {
+    after! {
+        let o = outcome().expect("inside a task");
+        events.send(format!("{:?} {:?}", o.status().map(|s| s.as_u16()), o.delivery()));
+    }
+    let status = match uri.path() {
+        "/204" => StatusCode::NO_CONTENT,
+        _ => StatusCode::NOT_MODIFIED,
+    };
+    (status, "a body the server does not send".to_owned())
+}
+
+#[tokio::test]
+async fn a_204_or_304_with_a_body_is_delivered_on_both_protocols() {
+    for version in Version::BOTH {
+        let (events, mut rx) = Events::new();
+        let app = Router::new()
+            .route("/204", get(bodiless))
+            .route("/304", get(bodiless))
+            .with_state(events);
+        let (app, runtime) = with_layer(app);
+        let server = TestServer::start(app).await.unwrap();
+        let client = Client::new(version);
+        for (path, status) in [("/204", 204), ("/304", 304)] {
+            let response = within(client.get(&server.url(path))).await.unwrap();
+            assert_eq!(response.head.status, status);
+            // HTTP/1.1 sends no body for these; hyper's HTTP/2 sends it whole. The
+            // client has a complete response either way.
+            assert_eq!(
+                within(rx.recv()).await.unwrap(),
+                format!("Some({status}) Delivered"),
+                "{version:?}"
+            );
+        }
+        assert_accounted(&runtime);
+        server.stop().await.unwrap();
+    }
+}

@@ -2,6 +2,8 @@
 //! clients: when tasks start, that they always run, what they see, and how they fail.
 
 mod always_runs;
+mod bounds;
+mod composition;
 mod context;
 mod delivery;
 mod isolation;

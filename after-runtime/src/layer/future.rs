@@ -3,8 +3,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use http::Response;
 use pin_project_lite::pin_project;
