@@ -39,19 +39,25 @@
 //!   redirect or a 404, panics, or is cancelled because the client went away, still
 //!   run, as in Next.js. [`outcome()`] tells a task which of these happened.
 //! - **Order and concurrency.** A request's tasks are handed to the executor in
-//!   registration order and run concurrently; put work that must be sequential in one
-//!   block.
+//!   registration order and run concurrently; their first polls may interleave on a
+//!   multi-threaded runtime, so put work that must be sequential in one block.
 //! - **Isolation.** A task that returns `Err`, panics or overruns its timeout is
 //!   caught, counted and logged through `tracing` at error level with the request's
 //!   method, path and the `file:line` of its block. It never affects the response,
 //!   other tasks or the server.
 //! - **Nothing lost.** Every registered task ends exactly once: succeeded, failed,
 //!   panicked, timed out, rejected or cancelled; [`AfterRuntime::stats`] counts each.
+//! - **Composition never loses work.** A `#[with_after]` handler that middleware
+//!   moves to another task (`tokio::spawn(next.run(req))`, or detached after a
+//!   timeout) keeps its tasks on the runtime of the [`AfterLayer`] that served the
+//!   request: counted there, started after that response, drained by its shutdown.
 //! - **Shutdown.** [`AfterRuntime::shutdown`] waits for pending and running tasks
 //!   (including ones registered while it waits), then cancels what remains at the
 //!   deadline and reports where each was registered.
 //! - **Bounded.** `max_concurrency` tasks run at once and `max_pending` wait; past
-//!   that the [`OverloadPolicy`] applies.
+//!   that the [`OverloadPolicy`] applies. One request holds at most
+//!   `max_pending_per_request` tasks while its response is unfinished, so a few
+//!   clients that stop reading cannot fill `max_pending` for everyone.
 //!
 //! In-memory tasks do not survive a crash or a `kill -9`. Work that must happen
 //! belongs in a durable queue (a table your handler writes in its transaction, or a
@@ -89,25 +95,56 @@
 //! # let _ = app;
 //! ```
 //!
-//! A request that registers nothing costs the layer no allocation of its own
-//! (`tests/allocations.rs`: `After` wrapped around a service allocates exactly what
-//! the service does). Through `Router::layer`, axum boxes each layer's service, future
-//! and body, which every layer that holds state pays alike; the test checks that
-//! `AfterLayer` allocates no more than a no-op layer of that shape. The same holds for
-//! a `#[with_after]` handler whose `after!` blocks do not run for the request (one in
-//! an `if` not taken), unless some block reads `headers` or `cookies`, or is written
-//! in a closure, an async block or another macro's input. The request's headers can
-//! only be read while its extractors run, and such code may run away from the
-//! request's task (a scoped thread, a rayon pool), where the layer's scope cannot be
-//! found; those handlers make the scope, and copy the headers, for every request.
+//! # What the layer costs
 //!
+//! The layer makes each request's scope when the request enters it, and puts a
+//! reference in the request's extensions: a `#[with_after]` handler finds its scope
+//! there wherever it runs, also when middleware moves it to another task, where the
+//! task-local `after()` uses is not set. That costs a request that registers nothing
+//! two or three allocations (the scope, its extensions entry, and at times one
+//! growth of the extensions' map or the copy of a path over 62 bytes), which
+//! `tests/allocations.rs` bounds. Correctness wins over the last allocation here:
+//! without it, such a handler's tasks were lost or ran on the wrong runtime. A
+//! `#[with_after]` handler whose `after!` blocks do not run adds nothing to that.
+//!
+//! # Without the layer
+//!
+//! A `#[with_after]` handler served without any [`AfterLayer`] still runs its tasks,
+//! on [`AfterRuntime::global`], once its future ends (there is no response to watch),
+//! and the first such request logs a warning that names the fix. Drain the global
+//! runtime at exit like any other (`AfterRuntime::global().shutdown(grace)`), or add
+//! the layer. [`after()`](fn@after) needs the layer (or a running task) and returns
+//! [`AfterErrorKind::NoScope`] without it.
+//!
+//! # At the edges
+//!
+//! - [`Delivery::Delivered`] means the server was handed the whole body, not that the
+//!   client read it: a body shorter than its `Content-Length`, a large body the
+//!   client never read, or an HTTP/2 protocol error after the last frame all read
+//!   `Delivered`. `HEAD`, `204`, `304` and `1xx` responses have no body on the wire
+//!   and are delivered once their head is out, on every protocol.
+//! - WebSockets: an `after!` in the upgrading handler runs when the `101` is sent,
+//!   not when the socket closes. Inside `on_upgrade`, `after()` returns `NoScope` (the
+//!   callback runs in a task of its own) while `after!` works (its block carries the
+//!   request's context).
+//! - `after()` called from inside a response body's stream returns `NoScope`: the
+//!   body is polled after the handler's future, outside the request scope.
+//! - [`AfterRuntime::shutdown`] called from inside a request waits for that request
+//!   too, so at the deadline it cancels the request's own tasks.
+//! - Under `Router::nest`, logs show the path the layer saw: an `AfterLayer` inside
+//!   a nested router sees the path without its prefix. Put the layer on the
+//!   outermost router to log full paths.
+//! - An HTTP/1.1 client that pipelines bytes and then closes during an idle SSE
+//!   stream is not noticed by hyper until the server next writes, so that request's
+//!   tasks wait until shutdown. Send SSE keep-alives (axum's `Sse::keep_alive`).
+
 //! # Tracing
 //!
 //! Each task runs in an `after_task` span with `method`, `path` and `location`
 //! (`file:line:column`) fields, when a subscriber is interested in it (otherwise no
 //! span is built at all). The span has no parent and *follows from* the span that was
-//! current where the request's first task was registered (a `TraceLayer` request
-//! span, or a span inside it such as a `#[tracing::instrument]` handler's): a task
+//! current where the request entered [`AfterLayer`] (a `TraceLayer` request span,
+//! when that layer is outside it): a task
 //! must not keep its request's span open, or traces would show the request lasting
 //! as long as its after work. Subscribers that export links (OpenTelemetry)
 //! join the two; `fmt` prints the task's own fields. Failures, panics, timeouts,
@@ -179,7 +216,10 @@
 //! handler awaits, and in middleware inside the layer; and, inside a running after
 //! task, it registers a nested task that starts at once. Work spawned with
 //! `tokio::spawn` is another task and sees no request: there `after()` returns
-//! [`AfterErrorKind::NoScope`].
+//! [`AfterErrorKind::NoScope`], as it does in middleware added with `.layer()` after
+//! `AfterLayer` (the last `.layer()` call is the outermost, so that middleware runs
+//! outside the request scope). `after!` blocks do not depend on the task-local: they
+//! carry their request's context.
 
 mod builder;
 mod context;

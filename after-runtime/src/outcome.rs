@@ -44,7 +44,9 @@ pub struct Outcome {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Delivery {
-    /// The whole body was handed to the server (or the response had no body).
+    /// The whole body was handed to the server, or the response has no body on the
+    /// wire (`HEAD`, `204`, `304`). Not proof that the client read it: the server
+    /// may still be writing, or the connection may fail after the last frame.
     Delivered,
     /// The body was dropped before its end: the client went away, or the body failed.
     Aborted,

@@ -350,7 +350,7 @@ pub(crate) fn running_outcome() -> Option<Outcome> {
 /// Call it anywhere in a request's task under [`AfterLayer`](crate::AfterLayer): the
 /// handler, a helper it awaits, middleware inside the layer, or a running after task
 /// (where the new task starts at once). It only enqueues: it never waits and never
-/// blocks (S1). The future may end in `()` or `Result<(), E>` with `E: Display`; an
+/// blocks. The future may end in `()` or `Result<(), E>` with `E: Display`; an
 /// `Err` or a panic is logged and counted, never seen by the client.
 ///
 /// # Errors

@@ -8,7 +8,7 @@ use crate::task::Location;
 ///
 /// Every registered task is in exactly one of `pending`, `running`, `succeeded`,
 /// `failed`, `panicked`, `timed_out`, `rejected` or `cancelled`, so those add up to
-/// `registered` in every snapshot, not only at rest (S8). Counts only grow, except
+/// `registered` in every snapshot, not only at rest: nothing is lost. Counts only grow, except
 /// `pending` and `running`.
 ///
 /// ```

@@ -26,9 +26,12 @@ use crate::scope::{LayerScope, Path, REQUEST, Release, RequestScope, current_spa
 /// client went away) the tasks start when the inner future is dropped.
 ///
 /// Works with any tower HTTP service (axum, tonic, hyper). Place it outside
-/// `CatchPanicLayer` and `TimeoutLayer`, so their responses are the ones it sees. A
-/// request that registers nothing costs no allocation of the layer's own (axum's
-/// `Router::layer` boxes every layer's service, future and body, this one's alike).
+/// `CatchPanicLayer` and `TimeoutLayer`, so their responses are the ones it sees,
+/// and outside any middleware that calls [`after()`](crate::after()): the last
+/// `.layer()` call is the outermost. Each request's scope is made on entry and also
+/// put in the request's extensions, where a `#[with_after]` handler finds it even
+/// when middleware runs the handler in another task (two or three small
+/// allocations per request; see the crate docs).
 ///
 /// ```
 /// use after_runtime::{after, AfterLayer, AfterRuntime};
