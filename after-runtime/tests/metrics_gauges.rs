@@ -28,6 +28,13 @@ fn seen() -> &'static Mutex<Seen> {
     SEEN.get_or_init(Default::default)
 }
 
+/// No update left a gauge out of bounds, and at rest they read zero, as `stats()`.
+fn assert_every_scrape_was_in_bounds() {
+    let seen = seen().lock().unwrap();
+    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+    assert_eq!((seen.pending, seen.running), (0.0, 0.0), "at rest");
+}
+
 /// The registering thread stops in the recorder, between its registration and the
 /// publication of its counts, until the test lets it go.
 struct Window {
@@ -193,14 +200,7 @@ async fn a_release_published_before_its_registration_never_reads_below_zero() {
 
     let report = runtime.shutdown(Duration::from_secs(20)).await;
     assert_eq!((report.stats.registered, report.stats.succeeded), (1, 1));
-    let seen = seen().lock().unwrap();
-    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
-    assert_eq!(
-        (seen.pending, seen.running),
-        (0.0, 0.0),
-        "at rest, as stats()"
-    );
-    drop(seen);
+    assert_every_scrape_was_in_bounds();
 
     concurrent_registrations_and_releases_keep_every_gauge_in_bounds().await;
 }
@@ -237,11 +237,5 @@ async fn concurrent_registrations_and_releases_keep_every_gauge_in_bounds() {
     let report = runtime.shutdown(Duration::from_secs(20)).await;
     let s = report.stats;
     assert_eq!(s.settled(), s.registered, "{s:?}");
-    let seen = seen().lock().unwrap();
-    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
-    assert_eq!(
-        (seen.pending, seen.running),
-        (0.0, 0.0),
-        "at rest, as stats()"
-    );
+    assert_every_scrape_was_in_bounds();
 }
