@@ -12,7 +12,7 @@
 //!   take its request's scope while extracting, since that code may run on another
 //!   thread (`std::thread::scope`, rayon) where the layer's scope cannot be found.
 //! - the body of an `after!` block: yes; a nested `after!` registers a nested task
-//!   with the running task's context (DESIGN S7).
+//!   with the running task's context.
 //! - other macros' token streams (`tokio::select!` arms, `vec![...]`): yes, by
 //!   tokens: every `after! { ... }` in them is rewritten in place, and the host macro
 //!   decides whether it is in a place an expression may be.
