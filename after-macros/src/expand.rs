@@ -3,12 +3,11 @@
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::quote;
-use syn::visit::Visit;
 use syn::visit_mut::VisitMut;
 use syn::{FnArg, Ident, ItemFn};
 
 use crate::args::Args;
-use crate::visit::{Rewriter, context_ident};
+use crate::visit::{Rewriter, context_ident, user_bound};
 
 /// Expands `#[with_after(args)] item`. On error the item is still emitted, rewritten
 /// as far as possible, so one mistake gives one error and IDEs keep working.
@@ -48,10 +47,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         ));
     }
 
-    let user_bound = bound_names(&func)
-        .into_iter()
-        .filter(|name| name == "headers" || name == "cookies")
-        .collect();
+    let user_bound = user_bound(&func);
     let mut rewriter = Rewriter::new(&args.krate, user_bound);
     rewriter.visit_block_mut(&mut func.block);
     if let Some(error) = rewriter.errors.take() {
@@ -75,25 +71,6 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 
     let errors = errors.map(syn::Error::into_compile_error);
     quote!(#func #errors)
-}
-
-/// The names the handler's parameters bind, including inside patterns such as
-/// `State(headers)`.
-fn bound_names(func: &ItemFn) -> Vec<String> {
-    struct Names(Vec<String>);
-    impl<'ast> Visit<'ast> for Names {
-        fn visit_pat_ident(&mut self, pat: &'ast syn::PatIdent) {
-            self.0.push(pat.ident.to_string());
-            syn::visit::visit_pat_ident(self, pat);
-        }
-    }
-    let mut names = Names(Vec::new());
-    for input in &func.sig.inputs {
-        if let FnArg::Typed(typed) = input {
-            names.visit_pat(&typed.pat);
-        }
-    }
-    names.0
 }
 
 fn is_fn(item: &TokenStream) -> bool {
