@@ -16,8 +16,10 @@
 //! - other macros' token streams (`tokio::select!` arms, `vec![...]`): yes, by
 //!   tokens: every `after! { ... }` in them is rewritten in place, and the host macro
 //!   decides whether it is in a place an expression may be.
-//! - nested items (`fn`, `impl`, `mod`): no; they cannot see the handler's request,
-//!   so an `after!` there reaches the fallback macro and its compile error.
+//! - nested items (`fn`, `impl`, `mod`): no; they cannot see the handler's request.
+//!   Each `after!` there becomes a compile error that says to call
+//!   `after_runtime::after(future)` instead; a nested item marked `#[with_after]` is
+//!   left to its own attribute.
 //!
 //! Inside a block, `headers` and `cookies` are the request's unless the user binds
 //! the name: as a parameter, or in any pattern of the body outside the block
@@ -307,8 +309,13 @@ impl<'a> Rewriter<'a> {
 }
 
 impl VisitMut for Rewriter<'_> {
-    fn visit_item_mut(&mut self, _item: &mut Item) {
+    fn visit_item_mut(&mut self, item: &mut Item) {
         // Nested items cannot reach the handler's request; see the module docs.
+        let mut nested = NestedItem { errors: None };
+        nested.visit_item_mut(item);
+        if let Some(error) = nested.errors {
+            self.error(error);
+        }
     }
 
     fn visit_expr_mut(&mut self, expr: &mut Expr) {
@@ -415,6 +422,103 @@ fn mentioned_outside_after(tokens: &TokenStream) -> Vec<String> {
         i += 1;
     }
     names
+}
+
+/// Turns each `after!` in a nested item into a compile error: the item cannot see
+/// the handler's request.
+struct NestedItem {
+    errors: Option<syn::Error>,
+}
+
+/// The error for an `after!` in an item nested in a handler.
+const IN_NESTED_ITEM: &str = "a `fn` nested in a `#[with_after]` handler cannot see its \
+    request, so `after!` does not work there; register the work with \
+    `after_runtime::after(future)` instead";
+
+impl NestedItem {
+    fn error(&mut self, tokens: TokenStream) {
+        let error = syn::Error::new_spanned(tokens, IN_NESTED_ITEM);
+        match &mut self.errors {
+            Some(all) => all.combine(error),
+            None => self.errors = Some(error),
+        }
+    }
+
+    fn reject(&mut self, mac: &mut Macro) {
+        self.error(mac.to_token_stream());
+        mac.tokens = quote!(@__after_expanded {});
+    }
+
+    /// Rejects every `after! <group>` inside another macro's tokens.
+    fn reject_in_tokens(&mut self, tokens: TokenStream) -> TokenStream {
+        let mut out = Vec::new();
+        let mut trees = tokens.into_iter().peekable();
+        while let Some(tree) = trees.next() {
+            match tree {
+                TokenTree::Ident(ident) if ident == "after" => {
+                    out.push(TokenTree::Ident(ident.clone()));
+                    if !matches!(trees.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '!') {
+                        continue;
+                    }
+                    let bang = trees.next().expect("peeked");
+                    out.push(bang.clone());
+                    match trees.next() {
+                        Some(TokenTree::Group(group)) => {
+                            self.error(quote!(#ident #bang #group));
+                            out.push(regroup(&group, quote!(@__after_expanded {}), group.span()));
+                        }
+                        Some(other) => out.push(other),
+                        None => {}
+                    }
+                }
+                TokenTree::Group(group) => {
+                    let rejected = self.reject_in_tokens(group.stream());
+                    out.push(regroup(&group, rejected, group.span()));
+                }
+                other => out.push(other),
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn macro_mut(&mut self, mac: &mut Macro) {
+        if is_after(mac) {
+            self.reject(mac);
+        } else if !mac.path.is_ident("macro_rules") {
+            // A `macro_rules!` body is a template: its `after!` is checked where it
+            // is expanded.
+            let tokens = std::mem::take(&mut mac.tokens);
+            mac.tokens = self.reject_in_tokens(tokens);
+        }
+    }
+}
+
+/// Whether `attrs` holds `#[with_after]`: that item is a handler of its own.
+fn marked_with_after(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|attr| {
+        attr.path()
+            .segments
+            .last()
+            .is_some_and(|last| last.ident == "with_after")
+    })
+}
+
+impl VisitMut for NestedItem {
+    fn visit_item_fn_mut(&mut self, item: &mut syn::ItemFn) {
+        if !marked_with_after(&item.attrs) {
+            visit_mut::visit_item_fn_mut(self, item);
+        }
+    }
+
+    fn visit_impl_item_fn_mut(&mut self, item: &mut syn::ImplItemFn) {
+        if !marked_with_after(&item.attrs) {
+            visit_mut::visit_impl_item_fn_mut(self, item);
+        }
+    }
+
+    fn visit_macro_mut(&mut self, mac: &mut Macro) {
+        self.macro_mut(mac);
+    }
 }
 
 /// The span of the first use of `name` as a variable in `tokens` (not as a field or
