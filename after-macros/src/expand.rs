@@ -8,6 +8,7 @@ use syn::{FnArg, Ident, ItemFn};
 
 use crate::args::Args;
 use crate::visit::{Rewriter, context_ident, user_bound};
+use crate::{fallback, order};
 
 /// Expands `#[with_after(args)] item`. On error the item is still emitted, rewritten
 /// as far as possible, so one mistake gives one error and IDEs keep working.
@@ -22,6 +23,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         push(e);
         Args::parse(TokenStream::new()).expect("empty arguments parse")
     });
+    if args.not_rewritten {
+        return fallback::not_rewritten(item);
+    }
 
     let mut func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
@@ -39,6 +43,14 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(#item #error);
         }
     };
+
+    if order::below_debug_handler(&func) {
+        // Left as written: `debug_handler`'s checks call it with the written
+        // arguments, and its `after!` blocks stay quiet (see `order.rs`).
+        let error = syn::Error::new(Span::call_site(), order::MOVE_ABOVE_DEBUG_HANDLER);
+        let error = error.into_compile_error();
+        return quote!(#item #error);
+    }
 
     if func.sig.asyncness.is_none() {
         push(syn::Error::new_spanned(

@@ -431,7 +431,7 @@ struct NestedItem {
 }
 
 /// The error for an `after!` in an item nested in a handler.
-const IN_NESTED_ITEM: &str = "a `fn` nested in a `#[with_after]` handler cannot see its \
+pub(crate) const IN_NESTED_ITEM: &str = "a `fn` nested in a `#[with_after]` handler cannot see its \
     request, so `after!` does not work there; register the work with \
     `after_runtime::after(future)` instead";
 
