@@ -3,12 +3,12 @@
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::quote;
-use syn::visit::Visit;
 use syn::visit_mut::VisitMut;
 use syn::{FnArg, Ident, ItemFn};
 
 use crate::args::Args;
-use crate::visit::{Rewriter, context_ident};
+use crate::visit::{Rewriter, context_ident, user_bound};
+use crate::{fallback, order};
 
 /// Expands `#[with_after(args)] item`. On error the item is still emitted, rewritten
 /// as far as possible, so one mistake gives one error and IDEs keep working.
@@ -23,6 +23,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         push(e);
         Args::parse(TokenStream::new()).expect("empty arguments parse")
     });
+    if args.not_rewritten {
+        return fallback::not_rewritten(item);
+    }
 
     let mut func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
@@ -41,6 +44,14 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
 
+    if order::below_debug_handler(&func) {
+        // Left as written: `debug_handler`'s checks call it with the written
+        // arguments, and its `after!` blocks stay quiet (see `order.rs`).
+        let error = syn::Error::new(Span::call_site(), order::MOVE_ABOVE_DEBUG_HANDLER);
+        let error = error.into_compile_error();
+        return quote!(#item #error);
+    }
+
     if func.sig.asyncness.is_none() {
         push(syn::Error::new_spanned(
             func.sig.fn_token,
@@ -48,10 +59,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         ));
     }
 
-    let user_bound = bound_names(&func)
-        .into_iter()
-        .filter(|name| name == "headers" || name == "cookies")
-        .collect();
+    let user_bound = user_bound(&func);
     let mut rewriter = Rewriter::new(&args.krate, user_bound);
     rewriter.visit_block_mut(&mut func.block);
     if let Some(error) = rewriter.errors.take() {
@@ -75,25 +83,6 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 
     let errors = errors.map(syn::Error::into_compile_error);
     quote!(#func #errors)
-}
-
-/// The names the handler's parameters bind, including inside patterns such as
-/// `State(headers)`.
-fn bound_names(func: &ItemFn) -> Vec<String> {
-    struct Names(Vec<String>);
-    impl<'ast> Visit<'ast> for Names {
-        fn visit_pat_ident(&mut self, pat: &'ast syn::PatIdent) {
-            self.0.push(pat.ident.to_string());
-            syn::visit::visit_pat_ident(self, pat);
-        }
-    }
-    let mut names = Names(Vec::new());
-    for input in &func.sig.inputs {
-        if let FnArg::Typed(typed) = input {
-            names.visit_pat(&typed.pat);
-        }
-    }
-    names.0
 }
 
 fn is_fn(item: &TokenStream) -> bool {

@@ -7,6 +7,9 @@
 
 mod args;
 mod expand;
+mod fallback;
+mod order;
+mod source;
 mod visit;
 
 #[cfg(test)]

@@ -12,20 +12,33 @@
 //!   take its request's scope while extracting, since that code may run on another
 //!   thread (`std::thread::scope`, rayon) where the layer's scope cannot be found.
 //! - the body of an `after!` block: yes; a nested `after!` registers a nested task
-//!   with the running task's context (DESIGN S7).
+//!   with the running task's context.
 //! - other macros' token streams (`tokio::select!` arms, `vec![...]`): yes, by
 //!   tokens: every `after! { ... }` in them is rewritten in place, and the host macro
 //!   decides whether it is in a place an expression may be.
-//! - nested items (`fn`, `impl`, `mod`): no; they cannot see the handler's request,
-//!   so an `after!` there reaches the fallback macro and its compile error.
+//! - nested items (`fn`, `impl`, `mod`): no; they cannot see the handler's request.
+//!   Each `after!` there becomes a compile error that says to call
+//!   `after_runtime::after(future)` instead; a nested item marked `#[with_after]` is
+//!   left to its own attribute.
+//!
+//! Inside a block, `headers` and `cookies` are the request's unless the user binds
+//! the name: as a parameter, or in any pattern of the body outside the block
+//! (`let`, `let else`, closure parameters, `for`, `if let`, `while let`, `match`
+//! arms, in tuples and structs), in the input of another macro that holds the block
+//! (`tokio::select!`), or in an enclosing `after!` block. Then the block binds
+//! nothing under that name and rustc resolves it as written: to the user's variable
+//! where it is in scope, and as an unknown name where it is not, never silently to
+//! the request's. Working out which binding is in scope where would take rustc's
+//! name resolution.
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
+use syn::visit::Visit;
 use syn::visit_mut::{self, VisitMut};
-use syn::{Block, Expr, Ident, Item, Macro, Path, Stmt, Token};
+use syn::{Block, Expr, FnArg, Ident, Item, ItemFn, Macro, Path, Stmt, Token};
 
 /// The name of the hidden binding that holds the request context, `&Context` in the
 /// handler and `Context` inside a running task. Mixed-site hygiene keeps it out of
@@ -37,8 +50,9 @@ pub(crate) fn context_ident() -> Ident {
 /// Rewrites every `after!` it reaches.
 pub(crate) struct Rewriter<'a> {
     krate: &'a Path,
-    /// `headers` / `cookies` when the handler binds them itself (as parameters): then
-    /// the user's variable wins and the block binds nothing under that name.
+    /// `headers` / `cookies` where the user binds them around the visitor (see the
+    /// module docs): then the user's variable wins and a block binds nothing under
+    /// that name. Grows while visiting an `after!` block or another macro's input.
     user_bound: Vec<String>,
     /// Whether some block mentions `headers` or `cookies`, so the handler must capture
     /// the request's header map.
@@ -129,15 +143,6 @@ impl<'a> Rewriter<'a> {
         mention(tokens, name)
     }
 
-    /// `after!`, or a path ending in `::after!` (`after_runtime::after!`, or the
-    /// runtime re-exported under another name).
-    fn is_after(&self, mac: &Macro) -> bool {
-        mac.path
-            .segments
-            .last()
-            .is_some_and(|last| last.ident == "after")
-    }
-
     /// Replaces an `after!` input with the registration it stands for. The macro
     /// itself stays: the fallback `after!` passes `@__after_expanded` input through
     /// unchanged, so the user's `use after_runtime::after;` stays used.
@@ -170,9 +175,12 @@ impl<'a> Rewriter<'a> {
                     brace_token: Default::default(),
                     stmts,
                 };
+                let outer = self.user_bound.len();
+                self.user_bound.extend(bound_in_stmts(&block.stmts));
                 self.in_block += 1;
                 self.visit_block_mut(&mut block);
                 self.in_block -= 1;
+                self.user_bound.truncate(outer);
                 type_the_final_ok(&mut block, krate);
                 let stmts = &block.stmts;
                 quote!(#(#stmts)*)
@@ -268,9 +276,14 @@ impl<'a> Rewriter<'a> {
 
     fn rewrite_other_macro(&mut self, mac: &mut Macro) {
         let tokens = std::mem::take(&mut mac.tokens);
+        // What the macro makes of its input is unknown: a `headers` written in it
+        // outside the blocks may bind the name (`headers = rx => ...` in `select!`).
+        let outer = self.user_bound.len();
+        self.user_bound.extend(mentioned_outside_after(&tokens));
         self.enclosing += 1;
         mac.tokens = self.rewrite_tokens(tokens);
         self.enclosing -= 1;
+        self.user_bound.truncate(outer);
     }
 
     /// Gives a `move` closure or `async move` block that registers tasks its own
@@ -296,13 +309,18 @@ impl<'a> Rewriter<'a> {
 }
 
 impl VisitMut for Rewriter<'_> {
-    fn visit_item_mut(&mut self, _item: &mut Item) {
+    fn visit_item_mut(&mut self, item: &mut Item) {
         // Nested items cannot reach the handler's request; see the module docs.
+        let mut nested = NestedItem { errors: None };
+        nested.visit_item_mut(item);
+        if let Some(error) = nested.errors {
+            self.error(error);
+        }
     }
 
     fn visit_expr_mut(&mut self, expr: &mut Expr) {
         match expr {
-            Expr::Macro(m) if self.is_after(&m.mac) => self.rewrite(&mut m.mac),
+            Expr::Macro(m) if is_after(&m.mac) => self.rewrite(&mut m.mac),
             Expr::Macro(m) => self.rewrite_other_macro(&mut m.mac),
             Expr::Async(syn::ExprAsync { capture, .. })
             | Expr::Closure(syn::ExprClosure { capture, .. }) => {
@@ -321,10 +339,185 @@ impl VisitMut for Rewriter<'_> {
 
     fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
         match stmt {
-            Stmt::Macro(m) if self.is_after(&m.mac) => self.rewrite(&mut m.mac),
+            Stmt::Macro(m) if is_after(&m.mac) => self.rewrite(&mut m.mac),
             Stmt::Macro(m) => self.rewrite_other_macro(&mut m.mac),
             _ => visit_mut::visit_stmt_mut(self, stmt),
         }
+    }
+}
+
+/// `after!`, or a path ending in `::after!` (`after_runtime::after!`, or the runtime
+/// re-exported under another name).
+fn is_after(mac: &Macro) -> bool {
+    mac.path
+        .segments
+        .last()
+        .is_some_and(|last| last.ident == "after")
+}
+
+/// The names the block's context may bind, `headers` and `cookies`.
+const CONTEXT_NAMES: [&str; 2] = ["headers", "cookies"];
+
+/// The context names `func` binds itself: in its parameters, and in any pattern of
+/// its body outside nested items and macros' inputs.
+pub(crate) fn user_bound(func: &ItemFn) -> Vec<String> {
+    let mut bindings = Bindings(Vec::new());
+    for input in &func.sig.inputs {
+        if let FnArg::Typed(typed) = input {
+            bindings.visit_pat(&typed.pat);
+        }
+    }
+    bindings.visit_block(&func.block);
+    bindings.0
+}
+
+/// The context names patterns in `stmts` bind, outside nested items and macros'
+/// inputs.
+fn bound_in_stmts(stmts: &[Stmt]) -> Vec<String> {
+    let mut bindings = Bindings(Vec::new());
+    for stmt in stmts {
+        bindings.visit_stmt(stmt);
+    }
+    bindings.0
+}
+
+/// Collects the context names bound by patterns. Every binding is a `PatIdent`:
+/// `headers`, `ref mut headers`, `headers @ ..`, a field shorthand
+/// `Request { headers, .. }`.
+struct Bindings(Vec<String>);
+
+impl<'ast> Visit<'ast> for Bindings {
+    fn visit_pat_ident(&mut self, pat: &'ast syn::PatIdent) {
+        if CONTEXT_NAMES.iter().any(|name| pat.ident == name) {
+            self.0.push(pat.ident.to_string());
+        }
+        syn::visit::visit_pat_ident(self, pat);
+    }
+
+    // A nested item's bindings are not in scope in the handler.
+    fn visit_item(&mut self, _: &'ast Item) {}
+}
+
+/// The context names written as variables in another macro's `tokens`, outside its
+/// `after!` blocks: not after a `.`, and not as a field name before a single `:`.
+fn mentioned_outside_after(tokens: &TokenStream) -> Vec<String> {
+    let mut names = Vec::new();
+    let trees: Vec<TokenTree> = tokens.clone().into_iter().collect();
+    let punct =
+        |i: usize, c: char| matches!(trees.get(i), Some(TokenTree::Punct(p)) if p.as_char() == c);
+    let mut i = 0;
+    while let Some(tree) = trees.get(i) {
+        match tree {
+            TokenTree::Ident(ident) if ident == "after" && punct(i + 1, '!') => i += 2,
+            TokenTree::Ident(ident) if CONTEXT_NAMES.iter().any(|name| ident == name) => {
+                let field = i > 0 && punct(i - 1, '.');
+                let field_name = punct(i + 1, ':') && !punct(i + 2, ':');
+                if !field && !field_name {
+                    names.push(ident.to_string());
+                }
+            }
+            TokenTree::Group(group) => names.extend(mentioned_outside_after(&group.stream())),
+            _ => {}
+        }
+        i += 1;
+    }
+    names
+}
+
+/// Turns each `after!` in a nested item into a compile error: the item cannot see
+/// the handler's request.
+struct NestedItem {
+    errors: Option<syn::Error>,
+}
+
+/// The error for an `after!` in an item nested in a handler.
+pub(crate) const IN_NESTED_ITEM: &str = "a `fn` nested in a `#[with_after]` handler cannot see its \
+    request, so `after!` does not work there; register the work with \
+    `after_runtime::after(future)` instead";
+
+impl NestedItem {
+    fn error(&mut self, tokens: TokenStream) {
+        let error = syn::Error::new_spanned(tokens, IN_NESTED_ITEM);
+        match &mut self.errors {
+            Some(all) => all.combine(error),
+            None => self.errors = Some(error),
+        }
+    }
+
+    fn reject(&mut self, mac: &mut Macro) {
+        self.error(mac.to_token_stream());
+        mac.tokens = quote!(@__after_expanded {});
+    }
+
+    /// Rejects every `after! <group>` inside another macro's tokens.
+    fn reject_in_tokens(&mut self, tokens: TokenStream) -> TokenStream {
+        let mut out = Vec::new();
+        let mut trees = tokens.into_iter().peekable();
+        while let Some(tree) = trees.next() {
+            match tree {
+                TokenTree::Ident(ident) if ident == "after" => {
+                    out.push(TokenTree::Ident(ident.clone()));
+                    if !matches!(trees.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '!') {
+                        continue;
+                    }
+                    let bang = trees.next().expect("peeked");
+                    out.push(bang.clone());
+                    match trees.next() {
+                        Some(TokenTree::Group(group)) => {
+                            self.error(quote!(#ident #bang #group));
+                            out.push(regroup(&group, quote!(@__after_expanded {}), group.span()));
+                        }
+                        Some(other) => out.push(other),
+                        None => {}
+                    }
+                }
+                TokenTree::Group(group) => {
+                    let rejected = self.reject_in_tokens(group.stream());
+                    out.push(regroup(&group, rejected, group.span()));
+                }
+                other => out.push(other),
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn macro_mut(&mut self, mac: &mut Macro) {
+        if is_after(mac) {
+            self.reject(mac);
+        } else if !mac.path.is_ident("macro_rules") {
+            // A `macro_rules!` body is a template: its `after!` is checked where it
+            // is expanded.
+            let tokens = std::mem::take(&mut mac.tokens);
+            mac.tokens = self.reject_in_tokens(tokens);
+        }
+    }
+}
+
+/// Whether `attrs` holds `#[with_after]`: that item is a handler of its own.
+fn marked_with_after(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|attr| {
+        attr.path()
+            .segments
+            .last()
+            .is_some_and(|last| last.ident == "with_after")
+    })
+}
+
+impl VisitMut for NestedItem {
+    fn visit_item_fn_mut(&mut self, item: &mut syn::ItemFn) {
+        if !marked_with_after(&item.attrs) {
+            visit_mut::visit_item_fn_mut(self, item);
+        }
+    }
+
+    fn visit_impl_item_fn_mut(&mut self, item: &mut syn::ImplItemFn) {
+        if !marked_with_after(&item.attrs) {
+            visit_mut::visit_impl_item_fn_mut(self, item);
+        }
+    }
+
+    fn visit_macro_mut(&mut self, mac: &mut Macro) {
+        self.macro_mut(mac);
     }
 }
 
@@ -381,8 +574,6 @@ fn regroup(group: &Group, stream: TokenStream, span: Span) -> TokenTree {
 /// inference, which cannot decide between the `From` impls. Give it the runtime's
 /// boxed error, so `?` accepts any error the way `main` with `Box<dyn Error>` does.
 fn type_the_final_ok(block: &mut Block, krate: &TokenStream) {
-    use syn::visit::Visit;
-
     struct Question(bool);
     impl<'ast> Visit<'ast> for Question {
         fn visit_expr_try(&mut self, _: &'ast syn::ExprTry) {

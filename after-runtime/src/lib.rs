@@ -272,9 +272,15 @@ pub use task::{Location, TaskOutput};
 /// Inside a block, `headers` (a [`Headers`], deref to `http::HeaderMap`) and `cookies`
 /// (a [`Cookies`]) are the request's, captured when it arrived and shared by all its
 /// tasks. They are bound only when the block mentions them, and only when the
-/// handler does not bind those names itself (then your variable wins). Inside a
-/// running block, another `after!` (or [`after()`](fn@after)) registers a nested task
-/// that starts at once.
+/// handler does not bind that name itself: as a parameter, or in any pattern of its
+/// body outside the block (`let`, `let else`, closure parameters, `for`, `if let`,
+/// `while let`, `match` arms, tuple and struct patterns), in an enclosing `after!`
+/// block, or in another macro's input around the block (a `tokio::select!` arm).
+/// Then the name is yours, resolved as Rust resolves it: your variable where it is in
+/// scope, an unknown name where it is not; rename your variable if the block means
+/// the request's. A binding inside the block itself shadows the request's value from
+/// that point on. Inside a running block, another `after!` (or
+/// [`after()`](fn@after)) registers a nested task that starts at once.
 ///
 /// # Where `after!` may appear
 ///

@@ -19,11 +19,12 @@ macro_rules! after {
     (@__after_expanded $($registration:tt)*) => {
         $($registration)*
     };
-    ($($block:tt)*) => {
-        ::core::compile_error!(
-            "`after!` can only be used inside an `async fn` marked `#[with_after]`; \
-             add `#[after_runtime::with_after]` to the handler (above `#[axum::debug_handler]`), \
-             or call `after_runtime::after(future)` instead"
-        )
-    };
+    // Anything else was not rewritten by `#[with_after]`. The attribute, in its
+    // fallback role, reports why from where the block is written: outside any
+    // handler, in a nested fn, or nothing in a handler below `debug_handler`, whose
+    // own attribute reports that. A block, so it stands where an expression may.
+    ($($block:tt)*) => {{
+        #[$crate::with_after(__not_rewritten)]
+        fn __after_not_rewritten() { __after_not_rewritten! { $($block)* } }
+    }};
 }

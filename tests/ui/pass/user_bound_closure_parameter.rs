@@ -1,0 +1,23 @@
+//! A closure parameter wins inside an `after!` in that closure.
+//! The block uses the user's `u32`, so this would not compile if the macro bound the
+//! request's value under that name.
+#![deny(warnings)]
+use after_runtime::{after, with_after};
+use axum::routing::get;
+use axum::Router;
+
+#[with_after]
+async fn handler() -> &'static str {
+    let register = |headers: u32| {
+        after! {
+            let next: u32 = headers + 1;
+            println!("{next}");
+        }
+    };
+    register(5);
+    "ok"
+}
+
+fn main() {
+    let _app: Router = Router::new().route("/", get(handler));
+}

@@ -1,0 +1,25 @@
+//! A binding made by another macro that holds the block (a `tokio::select!` arm's
+//! pattern) wins inside it.
+//! The block uses the user's `u32`, so this would not compile if the macro bound the
+//! request's value under that name.
+#![deny(warnings)]
+use after_runtime::{after, with_after};
+use axum::routing::get;
+use axum::Router;
+
+#[with_after]
+async fn handler() -> &'static str {
+    tokio::select! {
+        headers = async { 5u32 } => {
+            after! {
+                let next: u32 = headers + 1;
+                println!("{next}");
+            }
+        }
+    }
+    "ok"
+}
+
+fn main() {
+    let _app: Router = Router::new().route("/", get(handler));
+}

@@ -1,0 +1,23 @@
+//! A `match` arm's pattern wins inside an `after!` in that arm.
+//! The block uses the user's `u32`, so this would not compile if the macro bound the
+//! request's value under that name.
+#![deny(warnings)]
+use after_runtime::{after, with_after};
+use axum::routing::get;
+use axum::Router;
+
+#[with_after]
+async fn handler() -> &'static str {
+    match Ok::<u32, u8>(5) {
+        Ok(headers) => after! {
+            let next: u32 = headers + 1;
+            println!("{next}");
+        },
+        Err(_) => {}
+    }
+    "ok"
+}
+
+fn main() {
+    let _app: Router = Router::new().route("/", get(handler));
+}

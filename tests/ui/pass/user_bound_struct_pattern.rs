@@ -1,0 +1,26 @@
+//! A binding in a struct pattern, field shorthand or renamed, wins inside `after!`.
+//! The block uses the user's `u32`, so this would not compile if the macro bound the
+//! request's value under that name.
+#![deny(warnings)]
+use after_runtime::{after, with_after};
+use axum::routing::get;
+use axum::Router;
+
+struct Request {
+    headers: u32,
+    jar: u32,
+}
+
+#[with_after]
+async fn handler() -> &'static str {
+    let Request { headers, jar: cookies } = Request { headers: 5, jar: 6 };
+    after! {
+        let sum: u32 = headers + cookies;
+        println!("{sum}");
+    }
+    "ok"
+}
+
+fn main() {
+    let _app: Router = Router::new().route("/", get(handler));
+}
