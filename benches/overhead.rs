@@ -154,7 +154,7 @@ fn request_group(c: &mut Criterion, rt: &Runtime) {
     );
 
     // `After` wrapped around the whole router: the layer's own cost, without axum's
-    // boxing (what `tests/allocations.rs` checks for S11).
+    // boxing (what `tests/allocations.rs` checks).
     let wrapped = After::new(Router::new().route("/", get(plain)), runtime.clone());
     let metrics = rt.metrics();
     group.bench_function(BenchmarkId::from_parameter("after_wrapping_router"), |b| {

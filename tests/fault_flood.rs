@@ -1,4 +1,4 @@
-//! S8 under fire: 10,000 requests over loopback whose tasks randomly succeed, fail,
+//! Nothing lost, under fire: 10,000 requests over loopback whose tasks randomly succeed, fail,
 //! panic, time out or hang, against a small runtime (8 running, 100 waiting), with a
 //! shutdown in the middle of the flood. Afterwards every registered task is in
 //! exactly one terminal count, and the counts match what the test tallied itself.

@@ -1,4 +1,4 @@
-//! S2 without `AfterLayer`: a `#[with_after]` handler's tasks run on the global
+//! When tasks start without `AfterLayer`: a `#[with_after]` handler's tasks run on the global
 //! runtime once the handler's future completes, never before. Its own test binary,
 //! so the global runtime's counts are this test's alone.
 

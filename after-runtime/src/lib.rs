@@ -289,7 +289,7 @@ pub use task::{Location, TaskOutput};
 /// | statements, expressions, nested blocks, `if` / `match` arms, loops, `let else` | yes |
 /// | closures and async blocks, including `move` ones that outlive the handler (`tokio::spawn(async move { after! { .. } })`) | yes; `move` ones get their own clone of the request context |
 /// | other macros' tokens (`tokio::select!` arms) | yes, by tokens; the host macro decides whether an expression may stand there |
-/// | nested `fn` items | no: they cannot see the request; the fallback `after!` reports a compile error |
+/// | nested `fn` items | no: they cannot see the request; `#[with_after]` reports a compile error there that says to use [`after()`](fn@after) |
 ///
 /// Paths ending in `::after!` (`after_runtime::after!`, or the crate re-exported under
 /// another name, with `#[with_after(crate = "path")]`) are recognised too.
@@ -307,7 +307,9 @@ pub use task::{Location, TaskOutput};
 ///
 /// - `#[with_after]` must be above `#[axum::debug_handler]`: then the hidden extractor
 ///   is checked like any other. Below it, `debug_handler` copies the body out of the
-///   attribute's reach, and the fallback `after!` error says to move the attribute up.
+///   attribute's reach; `#[with_after]` then reports one error that says to move it
+///   above (it reads the order from the source file, as no attribute can see the
+///   ones above it).
 /// - `#[tracing::instrument]` works on either side. Above `#[with_after]` its span
 ///   records your arguments only; below, it also records the hidden extractor.
 ///

@@ -1,4 +1,4 @@
-//! S8–S10 at the level of the runtime: concurrency and pending bounds, the overload
+//! Nothing lost, shutdown and bounds at the level of the runtime: concurrency and pending bounds, the overload
 //! policy, timeouts, and shutdown with late registrations. These are about the
 //! runtime, not the network, so one request through the service is enough; the
 //! loopback tests live in the workspace's `tests/`.

@@ -1,4 +1,4 @@
-//! S3: tasks registered before the handler fails, redirects, panics or is abandoned
+//! Always runs: tasks registered before the handler fails, redirects, panics or is abandoned
 //! by its client still run, and `outcome()` tells them which it was.
 
 use std::convert::Infallible;

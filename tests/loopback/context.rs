@@ -1,4 +1,4 @@
-//! S4/S5: a request's tasks run concurrently, and see its headers and cookies.
+//! Order and context: a request's tasks run concurrently, and see its headers and cookies.
 
 use after_runtime::{after, with_after};
 use after_workspace::{Client, TestServer, Version, within};

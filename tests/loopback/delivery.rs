@@ -1,4 +1,4 @@
-//! S1/S2: registering never delays the response, and tasks start only once the
+//! Register, never wait: registering never delays the response, and tasks start only once the
 //! response is finished, including bodies hyper drops unpolled.
 
 use std::convert::Infallible;
@@ -181,7 +181,7 @@ async fn empty_head_204_and_fixed_length_bodies_still_run_their_tasks() {
 
 #[tokio::test]
 async fn registering_from_a_plain_handler_never_waits() {
-    // S1: `after()` returns at once even when the runtime has no free slot.
+    // `after()` returns at once even when the runtime has no free slot.
     let runtime = after_runtime::AfterRuntime::builder()
         .max_concurrency(1)
         .max_pending_per_request(100)

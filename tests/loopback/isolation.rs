@@ -1,4 +1,4 @@
-//! S6: a task that fails or panics is logged with its request and `file:line`,
+//! Isolation: a task that fails or panics is logged with its request and `file:line`,
 //! counted, and harms neither its siblings nor the server.
 
 use std::time::Duration;

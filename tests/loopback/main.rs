@@ -91,7 +91,7 @@ pub(crate) fn with_layer(app: Router) -> (Router, AfterRuntime) {
     (app.layer(AfterLayer::new(runtime.clone())), runtime)
 }
 
-/// Asserts the S8 invariant on a snapshot.
+/// Asserts that nothing is lost: every registered task is counted in one state.
 pub(crate) fn assert_accounted(runtime: &AfterRuntime) {
     let s = runtime.stats();
     assert_eq!(

@@ -1,4 +1,4 @@
-//! S7: `after()` works anywhere in the request's task under the layer, and nested in
+//! Request scope: `after()` works anywhere in the request's task under the layer, and nested in
 //! running tasks; outside any request it is an error, never a silent drop.
 
 use after_runtime::{AfterErrorKind, after, with_after};
