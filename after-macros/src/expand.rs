@@ -1,14 +1,15 @@
-//! `#[with_after]` applied to a handler: checks, the rewrite, and the injected
-//! extractor.
+//! `#[with_after]` applied to a handler: the checks, then the rewrite of its body
+//! (`visit.rs`) and the injected extractor (`codegen.rs`).
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream};
 use quote::quote;
+use syn::ItemFn;
 use syn::visit_mut::VisitMut;
-use syn::{FnArg, Ident, ItemFn};
 
 use crate::args::Args;
-use crate::visit::{Rewriter, context_ident, user_bound};
-use crate::{fallback, order};
+use crate::tokens::{first_span, is_fn};
+use crate::visit::{Rewriter, user_bound};
+use crate::{codegen, fallback, order};
 
 /// Expands `#[with_after(args)] item`. On error the item is still emitted, rewritten
 /// as far as possible, so one mistake gives one error and IDEs keep working.
@@ -66,41 +67,13 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         push(error);
     }
 
-    let krate = &args.krate;
-    let captures_request = rewriter.captures_request;
-    let eager = rewriter.enclosed_after;
-    let request = Ident::new("__after_request", Span::mixed_site());
-    let after = context_ident();
-    let param: FnArg = syn::parse_quote! {
-        #request: #krate::__private::Scope<#captures_request, #eager>
-    };
-    func.sig.inputs.insert(0, param);
-    let block = &func.block;
-    func.block = syn::parse_quote!({
-        let #after = #krate::__private::Scope::context(&#request);
-        #block
-    });
+    codegen::inject_scope(
+        &mut func,
+        &args.krate,
+        rewriter.captures_request,
+        rewriter.enclosed_after,
+    );
 
     let errors = errors.map(syn::Error::into_compile_error);
     quote!(#func #errors)
-}
-
-fn is_fn(item: &TokenStream) -> bool {
-    item.clone()
-        .into_iter()
-        .any(|t| matches!(t, TokenTree::Ident(i) if i == "fn"))
-}
-
-/// The span of the item's first token after its attributes, where "this is not a fn"
-/// belongs.
-fn first_span(item: &TokenStream) -> Span {
-    let mut tokens = item.clone().into_iter().peekable();
-    while let Some(TokenTree::Punct(p)) = tokens.peek() {
-        if p.as_char() != '#' {
-            break;
-        }
-        tokens.next();
-        tokens.next(); // the `[...]` group
-    }
-    tokens.next().map_or_else(Span::call_site, |t| t.span())
 }

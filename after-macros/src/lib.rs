@@ -6,10 +6,13 @@
 //! response has been sent; see the `after-runtime` documentation for the model.
 
 mod args;
+mod codegen;
 mod expand;
 mod fallback;
+mod input;
 mod order;
 mod source;
+mod tokens;
 mod visit;
 
 #[cfg(test)]

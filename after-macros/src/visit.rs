@@ -1,7 +1,8 @@
-//! Finds the `after!` invocations of a handler body and rewrites each into a task
-//! registration.
+//! The traversal of a handler's body: finds each `after!` and has it rewritten into a
+//! task registration (`codegen.rs`), and works out which names the user binds.
 //!
-//! What the visitor descends into is a decision, each with a test:
+//! What the traversal descends into is decided here, and only here; each decision
+//! has a test:
 //! - blocks, `if`/`match` arms, loops and `let else`: yes; the registration runs
 //!   wherever control flow reaches it (once per loop iteration).
 //! - closures and async blocks: yes. A `move` closure or `async move` block that
@@ -31,21 +32,16 @@
 //! the request's. Working out which binding is in scope where would take rustc's
 //! name resolution.
 
-use proc_macro2::{Group, Span, TokenStream, TokenTree};
-use quote::{ToTokens, quote, quote_spanned};
-use syn::parse::{Parse, ParseStream, Parser};
-use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote};
+use syn::parse::{Parse, Parser};
 use syn::visit::Visit;
 use syn::visit_mut::{self, VisitMut};
-use syn::{Block, Expr, FnArg, Ident, Item, ItemFn, Macro, Path, Stmt, Token};
+use syn::{Block, Expr, FnArg, Item, ItemFn, Macro, Path, Stmt};
 
-/// The name of the hidden binding that holds the request context, `&Context` in the
-/// handler and `Context` inside a running task. Mixed-site hygiene keeps it out of
-/// reach of user code.
-pub(crate) fn context_ident() -> Ident {
-    Ident::new("__after", Span::mixed_site())
-}
+use crate::codegen::{self, Registration};
+use crate::input::{self, AfterInput, is_after};
+use crate::tokens::{self, mention};
 
 /// Rewrites every `after!` it reaches.
 pub(crate) struct Rewriter<'a> {
@@ -68,50 +64,6 @@ pub(crate) struct Rewriter<'a> {
     /// How many `after!` blocks enclose the visitor.
     in_block: usize,
     pub(crate) errors: Option<syn::Error>,
-}
-
-/// The input of one `after!`: an optional capture list, then the block's statements.
-struct AfterInput {
-    clones: Vec<Ident>,
-    body: TokenStream,
-}
-
-impl Parse for AfterInput {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        // `after!(clone(a, b) { ... })`: the only form with a leading `clone(...)`
-        // followed by a braced block and nothing else.
-        let fork = input.fork();
-        let capture_list =
-            fork.parse::<Ident>().is_ok_and(|i| i == "clone") && fork.peek(syn::token::Paren) && {
-                let _ = fork.parse::<Group>();
-                fork.peek(syn::token::Brace)
-            };
-        if !capture_list {
-            return Ok(AfterInput {
-                clones: Vec::new(),
-                body: input.parse()?,
-            });
-        }
-        input.parse::<Ident>()?;
-        let list;
-        syn::parenthesized!(list in input);
-        let names = Punctuated::<Ident, Token![,]>::parse_terminated(&list).map_err(|e| {
-            syn::Error::new(
-                e.span(),
-                "expected variable names separated by commas, as in `after!(clone(db, mailer) { ... })`",
-            )
-        })?;
-        let body;
-        syn::braced!(body in input);
-        let body: TokenStream = body.parse()?;
-        if !input.is_empty() {
-            return Err(input.error("unexpected tokens after the `after!` block"));
-        }
-        Ok(AfterInput {
-            clones: names.into_iter().collect(),
-            body,
-        })
-    }
 }
 
 impl<'a> Rewriter<'a> {
@@ -143,9 +95,7 @@ impl<'a> Rewriter<'a> {
         mention(tokens, name)
     }
 
-    /// Replaces an `after!` input with the registration it stands for. The macro
-    /// itself stays: the fallback `after!` passes `@__after_expanded` input through
-    /// unchanged, so the user's `use after_runtime::after;` stays used.
+    /// Replaces an `after!` input with the registration it stands for.
     fn rewrite_input(&mut self, tokens: TokenStream, span: Span) -> TokenStream {
         self.found += 1;
         // Inside another block, `after!` registers through that task's context.
@@ -154,81 +104,46 @@ impl<'a> Rewriter<'a> {
             Ok(input) => input,
             Err(error) => {
                 self.error(error);
-                // Still mention the block's variables, so the one error is the only
-                // diagnostic.
-                let body = tokens.into_iter().last().filter(
-                    |t| matches!(t, TokenTree::Group(g) if g.delimiter() == proc_macro2::Delimiter::Brace),
-                );
-                return quote!(@__after_expanded { let _ = async move #body; });
+                let body = input::trailing_block(tokens);
+                return input::expanded(quote!({ let _ = async move #body; }));
             }
         };
         let headers = self.uses(&input.body, "headers");
         let cookies = self.uses(&input.body, "cookies");
         self.captures_request |= headers.is_some() || cookies.is_some();
-        // The runtime's path carries the block's span, so errors in the generated call
-        // (a non-`Send` capture, a wrong block value) point at the user's `after!`.
-        let krate = &respan(self.krate.to_token_stream(), span);
-
-        let block = match Block::parse_within.parse2(input.body.clone()) {
-            Ok(stmts) => {
-                let mut block = Block {
-                    brace_token: Default::default(),
-                    stmts,
-                };
-                let outer = self.user_bound.len();
-                self.user_bound.extend(bound_in_stmts(&block.stmts));
-                self.in_block += 1;
-                self.visit_block_mut(&mut block);
-                self.in_block -= 1;
-                self.user_bound.truncate(outer);
-                type_the_final_ok(&mut block, krate);
-                let stmts = &block.stmts;
-                quote!(#(#stmts)*)
+        let body = self.rewrite_block(input.body, span);
+        input::expanded(
+            Registration {
+                krate: self.krate,
+                span,
+                clones: &input.clones,
+                headers,
+                cookies,
+                body,
             }
-            // Leave the tokens as they are so rustc reports the syntax error at the
-            // user's code.
-            Err(_) => input.body,
-        };
+            .into_tokens(),
+        )
+    }
 
-        let after = context_ident();
-        let bind = |name: Option<Span>, getter: &str| {
-            name.map(|name_span| {
-                let name = Ident::new(getter, name_span);
-                let getter = Ident::new(getter, span);
-                quote_spanned! {span=>
-                    #[allow(unused_variables)]
-                    let #name = #krate::__private::Context::#getter(&#after);
-                }
-            })
+    /// The statements of an `after!` block, with the `after!` calls in them rewritten.
+    fn rewrite_block(&mut self, body: TokenStream, span: Span) -> TokenStream {
+        let Ok(stmts) = Block::parse_within.parse2(body.clone()) else {
+            // Left as they are, so rustc reports the syntax error at the user's code.
+            return body;
         };
-        let headers = bind(headers, "headers");
-        let cookies = bind(cookies, "cookies");
-        // `#[track_caller]` and `line!()` would report the attribute's line, the
-        // outermost expansion; the span knows where this block was written.
-        let start = span.start();
-        let line = start.line as u32;
-        let column = start.column as u32 + 1;
-        let clones: Vec<TokenStream> = input.clones.iter().map(|name| {
-            quote_spanned!(name.span()=> let #name = ::core::clone::Clone::clone(&#name);)
-        }).collect();
-        let register = quote_spanned! {span=>
-            #krate::__private::register(
-                &#after,
-                #krate::__private::Location::new(::core::file!(), #line, #column),
-                move |#after: #krate::__private::Context| async move {
-                    #headers
-                    #cookies
-                    #block
-                },
-            )
+        let mut block = Block {
+            brace_token: Default::default(),
+            stmts,
         };
-        // Braces only when there is something to clone: `unused_braces` otherwise.
-        let register = if input.clones.is_empty() {
-            register
-        } else {
-            quote_spanned!(span=> { #(#clones)* #register })
-        };
-        quote!(@__after_expanded #register)
+        let outer = self.user_bound.len();
+        self.user_bound.extend(bound_in_stmts(&block.stmts));
+        self.in_block += 1;
+        self.visit_block_mut(&mut block);
+        self.in_block -= 1;
+        self.user_bound.truncate(outer);
+        codegen::type_the_final_ok(&mut block, self.krate, span);
+        let stmts = &block.stmts;
+        quote!(#(#stmts)*)
     }
 
     fn rewrite(&mut self, mac: &mut Macro) {
@@ -241,39 +156,6 @@ impl<'a> Rewriter<'a> {
         mac.tokens = self.rewrite_input(tokens, span);
     }
 
-    /// Rewrites every `after! <group>` inside another macro's tokens.
-    fn rewrite_tokens(&mut self, tokens: TokenStream) -> TokenStream {
-        let mut out = Vec::new();
-        let mut trees = tokens.into_iter().peekable();
-        while let Some(tree) = trees.next() {
-            match tree {
-                TokenTree::Ident(ident) if ident == "after" => {
-                    let bang =
-                        matches!(trees.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '!');
-                    out.push(TokenTree::Ident(ident.clone()));
-                    if !bang {
-                        continue;
-                    }
-                    out.push(trees.next().expect("peeked"));
-                    match trees.next() {
-                        Some(TokenTree::Group(group)) => {
-                            let rewritten = self.rewrite_input(group.stream(), ident.span());
-                            out.push(regroup(&group, rewritten, group.span()));
-                        }
-                        Some(other) => out.push(other),
-                        None => {}
-                    }
-                }
-                TokenTree::Group(group) => {
-                    let rewritten = self.rewrite_tokens(group.stream());
-                    out.push(regroup(&group, rewritten, group.span()));
-                }
-                other => out.push(other),
-            }
-        }
-        out.into_iter().collect()
-    }
-
     fn rewrite_other_macro(&mut self, mac: &mut Macro) {
         let tokens = std::mem::take(&mut mac.tokens);
         // What the macro makes of its input is unknown: a `headers` written in it
@@ -281,30 +163,11 @@ impl<'a> Rewriter<'a> {
         let outer = self.user_bound.len();
         self.user_bound.extend(mentioned_outside_after(&tokens));
         self.enclosing += 1;
-        mac.tokens = self.rewrite_tokens(tokens);
+        mac.tokens = tokens::map_after_calls(tokens, &mut |ident, group| {
+            self.rewrite_input(group.stream(), ident.span())
+        });
         self.enclosing -= 1;
         self.user_bound.truncate(outer);
-    }
-
-    /// Gives a `move` closure or `async move` block that registers tasks its own
-    /// clone of the context, so it may outlive the handler.
-    fn own_context(&self, expr: &mut Expr) {
-        let krate = self.krate;
-        let after = context_ident();
-        let rebind: Stmt = syn::parse_quote!(let #after = &#after;);
-        match expr {
-            Expr::Async(block) => block.block.stmts.insert(0, rebind),
-            Expr::Closure(closure) => {
-                let body = &closure.body;
-                *closure.body = syn::parse_quote!({ #rebind #body });
-            }
-            _ => return,
-        }
-        let inner = expr.to_token_stream();
-        *expr = syn::parse_quote!({
-            let #after = #krate::__private::Context::clone(&#after);
-            #inner
-        });
     }
 }
 
@@ -330,7 +193,7 @@ impl VisitMut for Rewriter<'_> {
                 visit_mut::visit_expr_mut(self, expr);
                 self.enclosing -= 1;
                 if moves && self.found > before {
-                    self.own_context(expr);
+                    codegen::own_context(expr, self.krate);
                 }
             }
             _ => visit_mut::visit_expr_mut(self, expr),
@@ -344,15 +207,6 @@ impl VisitMut for Rewriter<'_> {
             _ => visit_mut::visit_stmt_mut(self, stmt),
         }
     }
-}
-
-/// `after!`, or a path ending in `::after!` (`after_runtime::after!`, or the runtime
-/// re-exported under another name).
-fn is_after(mac: &Macro) -> bool {
-    mac.path
-        .segments
-        .last()
-        .is_some_and(|last| last.ident == "after")
 }
 
 /// The names the block's context may bind, `headers` and `cookies`.
@@ -446,39 +300,7 @@ impl NestedItem {
 
     fn reject(&mut self, mac: &mut Macro) {
         self.error(mac.to_token_stream());
-        mac.tokens = quote!(@__after_expanded {});
-    }
-
-    /// Rejects every `after! <group>` inside another macro's tokens.
-    fn reject_in_tokens(&mut self, tokens: TokenStream) -> TokenStream {
-        let mut out = Vec::new();
-        let mut trees = tokens.into_iter().peekable();
-        while let Some(tree) = trees.next() {
-            match tree {
-                TokenTree::Ident(ident) if ident == "after" => {
-                    out.push(TokenTree::Ident(ident.clone()));
-                    if !matches!(trees.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '!') {
-                        continue;
-                    }
-                    let bang = trees.next().expect("peeked");
-                    out.push(bang.clone());
-                    match trees.next() {
-                        Some(TokenTree::Group(group)) => {
-                            self.error(quote!(#ident #bang #group));
-                            out.push(regroup(&group, quote!(@__after_expanded {}), group.span()));
-                        }
-                        Some(other) => out.push(other),
-                        None => {}
-                    }
-                }
-                TokenTree::Group(group) => {
-                    let rejected = self.reject_in_tokens(group.stream());
-                    out.push(regroup(&group, rejected, group.span()));
-                }
-                other => out.push(other),
-            }
-        }
-        out.into_iter().collect()
+        mac.tokens = input::expanded(quote!({}));
     }
 
     fn macro_mut(&mut self, mac: &mut Macro) {
@@ -488,7 +310,10 @@ impl NestedItem {
             // A `macro_rules!` body is a template: its `after!` is checked where it
             // is expanded.
             let tokens = std::mem::take(&mut mac.tokens);
-            mac.tokens = self.reject_in_tokens(tokens);
+            mac.tokens = tokens::map_after_calls(tokens, &mut |ident, group| {
+                self.error(quote!(#ident ! #group));
+                input::expanded(quote!({}))
+            });
         }
     }
 }
@@ -518,90 +343,5 @@ impl VisitMut for NestedItem {
 
     fn visit_macro_mut(&mut self, mac: &mut Macro) {
         self.macro_mut(mac);
-    }
-}
-
-/// The span of the first use of `name` as a variable in `tokens` (not as a field or
-/// method after a `.`), looking inside groups and inline format arguments
-/// (`"{headers:?}"`).
-fn mention(tokens: &TokenStream, name: &str) -> Option<Span> {
-    let mut after_dot = false;
-    let inline = [format!("{{{name}}}"), format!("{{{name}:")];
-    for tree in tokens.clone() {
-        match &tree {
-            TokenTree::Ident(ident) if !after_dot && ident == name => return Some(ident.span()),
-            TokenTree::Literal(lit) => {
-                let text = lit.to_string();
-                if text.starts_with('"') && inline.iter().any(|i| text.contains(i.as_str())) {
-                    return Some(lit.span());
-                }
-            }
-            TokenTree::Group(group) => {
-                if let Some(span) = mention(&group.stream(), name) {
-                    return Some(span);
-                }
-            }
-            _ => {}
-        }
-        after_dot = matches!(&tree, TokenTree::Punct(p) if p.as_char() == '.');
-    }
-    None
-}
-
-/// `tokens` with every token's span set to `span`.
-fn respan(tokens: TokenStream, span: Span) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|mut tree| {
-            if let TokenTree::Group(group) = &tree {
-                tree = regroup(group, respan(group.stream(), span), span);
-            } else {
-                tree.set_span(span);
-            }
-            tree
-        })
-        .collect()
-}
-
-/// `group`'s delimiter around `stream`, spanned at `span`.
-fn regroup(group: &Group, stream: TokenStream, span: Span) -> TokenTree {
-    let mut new = Group::new(group.delimiter(), stream);
-    new.set_span(span);
-    TokenTree::Group(new)
-}
-
-/// A block that uses `?` and ends in a plain `Ok(())` leaves the error type to
-/// inference, which cannot decide between the `From` impls. Give it the runtime's
-/// boxed error, so `?` accepts any error the way `main` with `Box<dyn Error>` does.
-fn type_the_final_ok(block: &mut Block, krate: &TokenStream) {
-    struct Question(bool);
-    impl<'ast> Visit<'ast> for Question {
-        fn visit_expr_try(&mut self, _: &'ast syn::ExprTry) {
-            self.0 = true;
-        }
-        // `?` there belongs to another body.
-        fn visit_expr_closure(&mut self, _: &'ast syn::ExprClosure) {}
-        fn visit_expr_async(&mut self, _: &'ast syn::ExprAsync) {}
-        fn visit_item(&mut self, _: &'ast Item) {}
-    }
-
-    let mut question = Question(false);
-    for stmt in &block.stmts {
-        question.visit_stmt(stmt);
-    }
-    if !question.0 {
-        return;
-    }
-    let Some(Stmt::Expr(Expr::Call(call), None)) = block.stmts.last_mut() else {
-        return;
-    };
-    let plain_ok = matches!(&*call.func, Expr::Path(p) if p.qself.is_none() && p.path.is_ident("Ok"))
-        && call.args.len() == 1
-        && matches!(&call.args[0], Expr::Tuple(t) if t.elems.is_empty());
-    if plain_ok {
-        let span = call.func.span();
-        *call.func = syn::parse_quote_spanned!(span=>
-            ::core::result::Result::<(), #krate::__private::BoxError>::Ok
-        );
     }
 }
