@@ -7,32 +7,62 @@
 //! its bindings with mixed-site hygiene so user code cannot see them.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{Block, Expr, FnArg, Ident, Item, ItemFn, Path, Stmt};
 
 use crate::tokens::respan;
 
-/// The name of the hidden binding that holds the request context, `&Context` in the
-/// handler and `Context` inside a running task. Mixed-site hygiene keeps it out of
-/// reach of user code.
-pub(crate) fn context_ident() -> Ident {
-    Ident::new("__after", Span::mixed_site())
+/// The hidden names of generated code. Mixed-site hygiene keeps them out of reach of
+/// user code.
+mod names {
+    use proc_macro2::{Ident, Span};
+
+    /// The handler's hidden extractor, a `Scope` or `ScopeWithHeaders`.
+    pub(super) fn scope() -> Ident {
+        Ident::new("__after_scope", Span::mixed_site())
+    }
+
+    /// The request's `&TaskContext` in the handler, which its `after!` calls register
+    /// with; a `move` closure or async block holds its own clone under this name.
+    pub(super) fn handler_context() -> Ident {
+        Ident::new("__after_context", Span::mixed_site())
+    }
+
+    /// The `TaskContext` a running task receives, which the `after!` calls inside its
+    /// block register with.
+    pub(super) fn task_context() -> Ident {
+        Ident::new("__after_task", Span::mixed_site())
+    }
+}
+
+/// The context an `after!` registers with: the handler's, or inside another block,
+/// that task's.
+fn context(in_task: bool) -> Ident {
+    if in_task {
+        names::task_context()
+    } else {
+        names::handler_context()
+    }
 }
 
 /// Adds the hidden extractor as the handler's first parameter, and binds the context
-/// registrations use at the top of its body.
-pub(crate) fn inject_scope(func: &mut ItemFn, krate: &Path, captures_request: bool, eager: bool) {
-    let request = Ident::new("__after_request", Span::mixed_site());
-    let after = context_ident();
-    let param: FnArg = syn::parse_quote! {
-        #request: #krate::__private::Scope<#captures_request, #eager>
+/// registrations use at the top of its body. Only a handler whose blocks read
+/// `headers` or `cookies` copies the request's headers.
+pub(crate) fn inject_scope(func: &mut ItemFn, krate: &Path, reads_headers: bool) {
+    let scope = names::scope();
+    let context = names::handler_context();
+    let ty = if reads_headers {
+        quote!(#krate::__private::ScopeWithHeaders)
+    } else {
+        quote!(#krate::__private::Scope)
     };
+    let param: FnArg = syn::parse_quote!(#scope: #ty);
     func.sig.inputs.insert(0, param);
     let block = &func.block;
     func.block = syn::parse_quote!({
-        let #after = #krate::__private::Scope::context(&#request);
+        let #context = #ty::context(&#scope);
         #block
     });
 }
@@ -43,6 +73,8 @@ pub(crate) struct Registration<'a> {
     /// The span of the `after` identifier: generated code that can fail to type-check
     /// carries it, so errors point at the user's block.
     pub(crate) span: Span,
+    /// Whether the `after!` is inside another block, so registers with its task.
+    pub(crate) in_task: bool,
     pub(crate) clones: &'a [Ident],
     /// Where the block uses the request's `headers` and `cookies`, if it does.
     pub(crate) headers: Option<Span>,
@@ -58,14 +90,15 @@ impl Registration<'_> {
         // The runtime's path carries the block's span, so errors in the generated call
         // (a non-`Send` capture, a wrong block value) point at the user's `after!`.
         let krate = &respan(self.krate.to_token_stream(), span);
-        let after = context_ident();
+        let context = context(self.in_task);
+        let task = names::task_context();
         let bind = |name: Option<Span>, getter: &str| {
             name.map(|name_span| {
                 let name = Ident::new(getter, name_span);
                 let getter = Ident::new(getter, span);
                 quote_spanned! {span=>
                     #[allow(unused_variables)]
-                    let #name = #krate::__private::Context::#getter(&#after);
+                    let #name = #krate::__private::TaskContext::#getter(&#task);
                 }
             })
         };
@@ -79,9 +112,9 @@ impl Registration<'_> {
         let body = self.body;
         let register = quote_spanned! {span=>
             #krate::__private::register(
-                &#after,
+                &#context,
                 #krate::__private::Location::new(::core::file!(), #line, #column),
-                move |#after: #krate::__private::Context| async move {
+                move |#task: #krate::__private::TaskContext| async move {
                     #headers
                     #cookies
                     #body
@@ -100,21 +133,15 @@ impl Registration<'_> {
 }
 
 /// Gives a `move` closure or `async move` block that registers tasks its own clone of
-/// the context, so it may outlive the handler.
-pub(crate) fn own_context(expr: &mut Expr, krate: &Path) {
-    let after = context_ident();
-    let rebind: Stmt = syn::parse_quote!(let #after = &#after;);
-    match expr {
-        Expr::Async(block) => block.block.stmts.insert(0, rebind),
-        Expr::Closure(closure) => {
-            let body = &closure.body;
-            *closure.body = syn::parse_quote!({ #rebind #body });
-        }
-        _ => return,
+/// the context, so it may outlive the handler (or the task it is written in).
+pub(crate) fn own_context(expr: &mut Expr, krate: &Path, in_task: bool) {
+    if !matches!(expr, Expr::Async(_) | Expr::Closure(_)) {
+        return;
     }
+    let context = context(in_task);
     let inner = expr.to_token_stream();
     *expr = syn::parse_quote!({
-        let #after = #krate::__private::Context::clone(&#after);
+        let #context = #krate::__private::TaskContext::clone(&#context);
         #inner
     });
 }

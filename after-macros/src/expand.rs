@@ -67,12 +67,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         push(error);
     }
 
-    codegen::inject_scope(
-        &mut func,
-        &args.krate,
-        rewriter.captures_request,
-        rewriter.enclosed_after,
-    );
+    codegen::inject_scope(&mut func, &args.krate, rewriter.reads_headers);
 
     let errors = errors.map(syn::Error::into_compile_error);
     quote!(#func #errors)

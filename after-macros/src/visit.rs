@@ -8,10 +8,10 @@
 //! - closures and async blocks: yes. A `move` closure or `async move` block that
 //!   contains an `after!` gets its own clone of the request context, so it may
 //!   outlive the handler (`tokio::spawn(async move { after! { ... } })`); a task
-//!   registered after the response is finished starts at once. Any closure or async
-//!   block with an `after!` (and any other macro's input with one) makes the handler
-//!   take its request's scope while extracting, since that code may run on another
-//!   thread (`std::thread::scope`, rayon) where the layer's scope cannot be found.
+//!   registered after the response is finished starts at once. Such code may run on
+//!   another thread (`std::thread::scope`, rayon): it registers through the context
+//!   it holds, which the hidden extractor took while extracting, never through the
+//!   layer's task-local.
 //! - the body of an `after!` block: yes; a nested `after!` registers a nested task
 //!   with the running task's context.
 //! - other macros' token streams (`tokio::select!` arms, `vec![...]`): yes, by
@@ -52,15 +52,9 @@ pub(crate) struct Rewriter<'a> {
     user_bound: Vec<String>,
     /// Whether some block mentions `headers` or `cookies`, so the handler must capture
     /// the request's header map.
-    pub(crate) captures_request: bool,
-    /// Whether some `after!` written in the handler itself (not in another block) sits
-    /// in a closure, an async block or another macro's input, code that may run away
-    /// from the handler's task: then the handler must make its scope while extracting.
-    pub(crate) enclosed_after: bool,
+    pub(crate) reads_headers: bool,
     /// How many `after!` were rewritten so far.
     found: usize,
-    /// How many closures, async blocks and other macros' inputs enclose the visitor.
-    enclosing: usize,
     /// How many `after!` blocks enclose the visitor.
     in_block: usize,
     pub(crate) errors: Option<syn::Error>,
@@ -71,10 +65,8 @@ impl<'a> Rewriter<'a> {
         Rewriter {
             krate,
             user_bound,
-            captures_request: false,
-            enclosed_after: false,
+            reads_headers: false,
             found: 0,
-            enclosing: 0,
             in_block: 0,
             errors: None,
         }
@@ -98,8 +90,6 @@ impl<'a> Rewriter<'a> {
     /// Replaces an `after!` input with the registration it stands for.
     fn rewrite_input(&mut self, tokens: TokenStream, span: Span) -> TokenStream {
         self.found += 1;
-        // Inside another block, `after!` registers through that task's context.
-        self.enclosed_after |= self.in_block == 0 && self.enclosing > 0;
         let input = match AfterInput::parse.parse2(tokens.clone()) {
             Ok(input) => input,
             Err(error) => {
@@ -110,12 +100,13 @@ impl<'a> Rewriter<'a> {
         };
         let headers = self.uses(&input.body, "headers");
         let cookies = self.uses(&input.body, "cookies");
-        self.captures_request |= headers.is_some() || cookies.is_some();
+        self.reads_headers |= headers.is_some() || cookies.is_some();
         let body = self.rewrite_block(input.body, span);
         input::expanded(
             Registration {
                 krate: self.krate,
                 span,
+                in_task: self.in_block > 0,
                 clones: &input.clones,
                 headers,
                 cookies,
@@ -162,11 +153,9 @@ impl<'a> Rewriter<'a> {
         // outside the blocks may bind the name (`headers = rx => ...` in `select!`).
         let outer = self.user_bound.len();
         self.user_bound.extend(mentioned_outside_after(&tokens));
-        self.enclosing += 1;
         mac.tokens = tokens::map_after_calls(tokens, &mut |ident, group| {
             self.rewrite_input(group.stream(), ident.span())
         });
-        self.enclosing -= 1;
         self.user_bound.truncate(outer);
     }
 }
@@ -189,11 +178,9 @@ impl VisitMut for Rewriter<'_> {
             | Expr::Closure(syn::ExprClosure { capture, .. }) => {
                 let moves = capture.is_some();
                 let before = self.found;
-                self.enclosing += 1;
                 visit_mut::visit_expr_mut(self, expr);
-                self.enclosing -= 1;
                 if moves && self.found > before {
-                    codegen::own_context(expr, self.krate);
+                    codegen::own_context(expr, self.krate, self.in_block > 0);
                 }
             }
             _ => visit_mut::visit_expr_mut(self, expr),

@@ -17,12 +17,12 @@ use crate::task::{Job, TaskOutput};
 /// The error type a block with `?` ending in a plain `Ok(())` gets.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A request's scope as generated code holds it: in the handler, and as the argument
-/// of each `after!` closure.
+/// A request's scope as generated code holds it: borrowed in the handler, and owned
+/// by each `after!` closure, which receives a clone of it.
 #[derive(Clone)]
-pub struct Context(Arc<RequestScope>);
+pub struct TaskContext(Arc<RequestScope>);
 
-impl Context {
+impl TaskContext {
     /// The request's headers.
     pub fn headers(&self) -> Headers {
         Headers(self.0.headers())
@@ -34,46 +34,31 @@ impl Context {
     }
 }
 
-impl fmt::Debug for Context {
+impl fmt::Debug for TaskContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)
     }
 }
 
-/// The hidden first extractor of a `#[with_after]` handler. `CAPTURE` is whether some
-/// `after!` block mentions `headers` or `cookies`, so only then are headers copied.
-/// `EAGER` is no longer used: the scope is always found while extracting.
+/// The hidden first extractor of a `#[with_after]` handler whose blocks do not read
+/// the request's `headers` or `cookies`.
 ///
 /// Under `AfterLayer` it joins the layer's scope, found in the request's extensions
 /// (so also when middleware runs the handler in another task), else in the
 /// task-local; without the layer, it makes its own on [`AfterRuntime::global`] and
 /// releases it when the handler's future completes or is dropped.
-pub struct Scope<const CAPTURE: bool, const EAGER: bool> {
-    context: Context,
+pub struct Scope {
+    context: TaskContext,
     _release: Option<Release>,
 }
 
-impl<const CAPTURE: bool, const EAGER: bool> Scope<CAPTURE, EAGER> {
+impl Scope {
     /// The context `after!` registrations use.
-    pub fn context(&self) -> &Context {
+    pub fn context(&self) -> &TaskContext {
         &self.context
     }
-}
 
-impl<const CAPTURE: bool, const EAGER: bool> fmt::Debug for Scope<CAPTURE, EAGER> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scope")
-            .field("context", &self.context)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S: Send + Sync, const CAPTURE: bool, const EAGER: bool> FromRequestParts<S>
-    for Scope<CAPTURE, EAGER>
-{
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+    fn join(parts: &Parts) -> Self {
         let layer = parts
             .extensions
             .get::<LayerScope>()
@@ -92,15 +77,50 @@ impl<S: Send + Sync, const CAPTURE: bool, const EAGER: bool> FromRequestParts<S>
                 (scope.clone(), Some(Release::standalone(scope)))
             }
         };
-        if CAPTURE {
-            // Headers are only visible here, while extracting: copied now, for every
-            // request, whether or not a block runs.
-            scope.capture_headers(&parts.headers);
-        }
-        Ok(Scope {
-            context: Context(scope),
+        Scope {
+            context: TaskContext(scope),
             _release: release,
-        })
+        }
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(Scope::join(parts))
+    }
+}
+
+/// The hidden first extractor of a `#[with_after]` handler where some block reads
+/// `headers` or `cookies`: a [`Scope`] that also copies the request's headers.
+#[derive(Debug)]
+pub struct ScopeWithHeaders(Scope);
+
+impl ScopeWithHeaders {
+    /// The context `after!` registrations use.
+    pub fn context(&self) -> &TaskContext {
+        self.0.context()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ScopeWithHeaders {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        let scope = Scope::join(parts);
+        // Headers are only visible here, while extracting: copied now, for every
+        // request, whether or not a block runs.
+        scope.context.0.capture_headers(&parts.headers);
+        Ok(ScopeWithHeaders(scope))
     }
 }
 
@@ -121,9 +141,9 @@ fn warn_no_layer() {
 
 /// Registers the task an `after!` block was rewritten into. Failures to register are
 /// already counted and logged by the runtime; the block has nowhere to return them.
-pub fn register<F, Fut>(context: &Context, location: Location, task: F)
+pub fn register<F, Fut>(context: &TaskContext, location: Location, task: F)
 where
-    F: FnOnce(Context) -> Fut,
+    F: FnOnce(TaskContext) -> Fut,
     Fut: Future + Send + 'static,
     Fut::Output: TaskOutput,
 {
