@@ -300,8 +300,9 @@ pub use task::{Location, TaskOutput};
 /// `Json` and friends still work), leaving 15 of axum's 16 extractor places to you. The
 /// hidden names use mixed-site hygiene, so your code cannot name them. Each block
 /// becomes a closure the runtime calls with the request's context; its `file:line`
-/// is recorded for logs and shutdown reports. `tests/golden/handler.expanded.rs` in
-/// the `after-macros` crate shows a full expansion.
+/// is recorded for logs and shutdown reports. `tests/golden/*.expanded.rs` in the
+/// `after-macros` crate show full expansions: of a handler, and of closures and async
+/// blocks.
 ///
 /// # With other attributes
 ///
