@@ -7,9 +7,8 @@ use syn::ItemFn;
 use syn::visit_mut::VisitMut;
 
 use crate::args::Args;
-use crate::tokens::{first_span, is_fn};
 use crate::visit::{Rewriter, user_bound};
-use crate::{codegen, fallback, order};
+use crate::{codegen, fallback, input, order, tokens};
 
 /// Expands `#[with_after(args)] item`. On error the item is still emitted, rewritten
 /// as far as possible, so one mistake gives one error and IDEs keep working.
@@ -28,20 +27,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         return fallback::not_rewritten(item);
     }
 
-    let mut func: ItemFn = match syn::parse2(item.clone()) {
+    let mut func = match parse_handler(item.clone()) {
         Ok(func) => func,
-        Err(e) => {
-            let error = if is_fn(&item) {
-                // A syntax error inside a fn: rustc reports it at its place.
-                e
-            } else {
-                syn::Error::new(
-                    first_span(&item),
-                    "`#[with_after]` can only be applied to an `async fn` handler",
-                )
-            };
-            let error = error.into_compile_error();
-            return quote!(#item #error);
+        Err(tokens) => {
+            let errors = errors.map(syn::Error::into_compile_error);
+            return quote!(#tokens #errors);
         }
     };
 
@@ -71,4 +61,35 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 
     let errors = errors.map(syn::Error::into_compile_error);
     quote!(#func #errors)
+}
+
+/// The handler, or what to emit for an item that does not parse as one.
+fn parse_handler(item: TokenStream) -> Result<ItemFn, TokenStream> {
+    let error = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(func) => return Ok(func),
+        Err(error) => error,
+    };
+    if tokens::is_fn_with_body(&item) {
+        // A syntax error in the handler: rustc reports it, once, where it is.
+        return Err(unparsed(item));
+    }
+    let error = if tokens::is_fn(&item) {
+        // A fn without a body, which rustc may accept (in a trait): say so here.
+        error
+    } else {
+        syn::Error::new(
+            tokens::first_span(&item),
+            "`#[with_after]` can only be applied to an `async fn` handler",
+        )
+    };
+    let error = error.into_compile_error();
+    Err(quote!(#item #error))
+}
+
+/// A handler that does not parse, emitted as written for rustc to report where, with
+/// each `after!` made quiet: rustc expands the ones its recovery keeps, and the
+/// fallback `after!` would add "can only be used inside" errors to the syntax error.
+/// The program does not compile either way, so no task is silently lost.
+fn unparsed(item: TokenStream) -> TokenStream {
+    tokens::map_after_calls(item, &mut |_, _| input::expanded(quote!({})))
 }

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use proc_macro2::TokenTree;
 use syn::visit_mut::{self, VisitMut};
 
 use crate::expand::expand;
@@ -15,10 +14,10 @@ struct PassThrough;
 
 impl PassThrough {
     fn expanded(mac: &syn::Macro) -> Option<syn::Expr> {
-        let mut tokens = mac.tokens.clone().into_iter();
-        let at = matches!(tokens.next(), Some(TokenTree::Punct(p)) if p.as_char() == '@');
-        let marker = matches!(tokens.next(), Some(TokenTree::Ident(i)) if i == "__after_expanded");
-        (at && marker).then(|| syn::parse2(tokens.collect()).expect("a registration"))
+        crate::input::is_expanded(&mac.tokens).then(|| {
+            let registration = mac.tokens.clone().into_iter().skip(2).collect();
+            syn::parse2(registration).expect("a registration")
+        })
     }
 }
 

@@ -31,6 +31,14 @@ pub(crate) fn expanded(registration: TokenStream) -> TokenStream {
     quote!(@__after_expanded #registration)
 }
 
+/// Whether an `after!` input is already a registration (or a quiet placeholder):
+/// then there is nothing to rewrite.
+pub(crate) fn is_expanded(tokens: &TokenStream) -> bool {
+    let mut trees = tokens.clone().into_iter();
+    matches!(trees.next(), Some(TokenTree::Punct(p)) if p.as_char() == '@')
+        && matches!(trees.next(), Some(TokenTree::Ident(i)) if i == "__after_expanded")
+}
+
 /// The input of one `after!`: an optional capture list, then the block's statements.
 pub(crate) struct AfterInput {
     /// The names in `clone(...)`, cloned into the task before it moves the rest.

@@ -1,7 +1,7 @@
 //! Token utilities: finding `after!` calls and names in token streams that are not
 //! parsed (other macros' inputs, a handler that does not parse), and respanning.
 
-use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
 
 /// Replaces the input of every `after! <group>` in `tokens`, at any depth, by what
 /// `f` returns for it; `f` gets the `after` identifier and the group. The input of an
@@ -88,7 +88,13 @@ pub(crate) fn regroup(group: &Group, stream: TokenStream, span: Span) -> TokenTr
     TokenTree::Group(new)
 }
 
-/// Whether `tokens`, an item, holds the `fn` keyword outside its groups.
+/// Whether `item` is a `fn` with a braced body, parsed or not.
+pub(crate) fn is_fn_with_body(item: &TokenStream) -> bool {
+    let last = item.clone().into_iter().last();
+    is_fn(item) && matches!(last, Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Brace)
+}
+
+/// Whether `item` holds the `fn` keyword outside its groups.
 pub(crate) fn is_fn(item: &TokenStream) -> bool {
     item.clone()
         .into_iter()

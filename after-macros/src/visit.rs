@@ -89,6 +89,10 @@ impl<'a> Rewriter<'a> {
 
     /// Replaces an `after!` input with the registration it stands for.
     fn rewrite_input(&mut self, tokens: TokenStream, span: Span) -> TokenStream {
+        if input::is_expanded(&tokens) {
+            // Already rewritten, by an attribute that expanded this code before.
+            return tokens;
+        }
         self.found += 1;
         let input = match AfterInput::parse.parse2(tokens.clone()) {
             Ok(input) => input,
@@ -292,12 +296,17 @@ impl NestedItem {
 
     fn macro_mut(&mut self, mac: &mut Macro) {
         if is_after(mac) {
-            self.reject(mac);
+            if !input::is_expanded(&mac.tokens) {
+                self.reject(mac);
+            }
         } else if !mac.path.is_ident("macro_rules") {
             // A `macro_rules!` body is a template: its `after!` is checked where it
             // is expanded.
             let tokens = std::mem::take(&mut mac.tokens);
             mac.tokens = tokens::map_after_calls(tokens, &mut |ident, group| {
+                if input::is_expanded(&group.stream()) {
+                    return group.stream();
+                }
                 self.error(quote!(#ident ! #group));
                 input::expanded(quote!({}))
             });
