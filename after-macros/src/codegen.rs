@@ -8,9 +8,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
-use syn::spanned::Spanned;
-use syn::visit::Visit;
-use syn::{Block, Expr, FnArg, Ident, Item, ItemFn, Path, Stmt};
+use syn::{Expr, FnArg, Ident, ItemFn, Path};
 
 use crate::tokens::respan;
 
@@ -144,41 +142,4 @@ pub(crate) fn own_context(expr: &mut Expr, krate: &Path, in_task: bool) {
         let #context = #krate::__private::TaskContext::clone(&#context);
         #inner
     });
-}
-
-/// A block that uses `?` and ends in a plain `Ok(())` leaves the error type to
-/// inference, which cannot decide between the `From` impls. Give it the runtime's
-/// boxed error, so `?` accepts any error the way `main` with `Box<dyn Error>` does.
-pub(crate) fn type_the_final_ok(block: &mut Block, krate: &Path, span: Span) {
-    struct Question(bool);
-    impl<'ast> Visit<'ast> for Question {
-        fn visit_expr_try(&mut self, _: &'ast syn::ExprTry) {
-            self.0 = true;
-        }
-        // `?` there belongs to another body.
-        fn visit_expr_closure(&mut self, _: &'ast syn::ExprClosure) {}
-        fn visit_expr_async(&mut self, _: &'ast syn::ExprAsync) {}
-        fn visit_item(&mut self, _: &'ast Item) {}
-    }
-
-    let mut question = Question(false);
-    for stmt in &block.stmts {
-        question.visit_stmt(stmt);
-    }
-    if !question.0 {
-        return;
-    }
-    let Some(Stmt::Expr(Expr::Call(call), None)) = block.stmts.last_mut() else {
-        return;
-    };
-    let plain_ok = matches!(&*call.func, Expr::Path(p) if p.qself.is_none() && p.path.is_ident("Ok"))
-        && call.args.len() == 1
-        && matches!(&call.args[0], Expr::Tuple(t) if t.elems.is_empty());
-    if plain_ok {
-        let krate = respan(krate.to_token_stream(), span);
-        let span = call.func.span();
-        *call.func = syn::parse_quote_spanned!(span=>
-            ::core::result::Result::<(), #krate::__private::BoxError>::Ok
-        );
-    }
 }

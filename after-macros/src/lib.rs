@@ -11,6 +11,7 @@ mod expand;
 mod fallback;
 mod input;
 mod order;
+mod question_mark;
 mod source;
 mod tokens;
 mod visit;

@@ -66,6 +66,22 @@ pub(crate) fn mention(tokens: &TokenStream, name: &str) -> Option<Span> {
     None
 }
 
+/// Whether `tokens` hold a `?` right after an expression (an identifier, a literal or
+/// a group: `parse(s)?`, `x.await?`), at any depth; a `?` that starts a value
+/// (`tracing::info!(?id)`, `x = ?y`) or a bound (`?Sized`) does not count.
+pub(crate) fn has_question_mark(tokens: &TokenStream) -> bool {
+    let mut after_operand = false;
+    for tree in tokens.clone() {
+        match &tree {
+            TokenTree::Punct(p) if p.as_char() == '?' && after_operand => return true,
+            TokenTree::Group(group) if has_question_mark(&group.stream()) => return true,
+            _ => {}
+        }
+        after_operand = !matches!(tree, TokenTree::Punct(_));
+    }
+    false
+}
+
 /// `tokens` with every token's span set to `span`.
 pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
     tokens

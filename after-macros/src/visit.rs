@@ -41,6 +41,7 @@ use syn::{Block, Expr, FnArg, Item, ItemFn, Macro, Path, Stmt};
 
 use crate::codegen::{self, Registration};
 use crate::input::{self, AfterInput, is_after};
+use crate::question_mark;
 use crate::tokens::{self, mention};
 
 /// Rewrites every `after!` it reaches.
@@ -136,7 +137,7 @@ impl<'a> Rewriter<'a> {
         self.visit_block_mut(&mut block);
         self.in_block -= 1;
         self.user_bound.truncate(outer);
-        codegen::type_the_final_ok(&mut block, self.krate, span);
+        question_mark::end_in_result(&mut block.stmts, self.krate, span);
         let stmts = &block.stmts;
         quote!(#(#stmts)*)
     }

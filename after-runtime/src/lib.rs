@@ -265,9 +265,24 @@ pub use task::{Location, TaskOutput};
 /// ```
 ///
 /// The block may end in `()` or `Result<(), E>` with `E: Display`; an `Err` is logged
-/// and counted, never seen by the client. A block that uses `?` and ends in a plain
-/// `Ok(())` gets the error type `Box<dyn Error + Send + Sync>`, so `?` accepts any
-/// error; write `Ok::<(), MyError>(())` to choose another.
+/// and counted, never seen by the client.
+///
+/// A block may use `?` without ending in `Ok(())`. It then returns
+/// `Result<(), Box<dyn Error + Send + Sync>>`, `Ok(())` once its statements have run,
+/// so `?` accepts any error, as in a `main` that returns `Box<dyn Error>`. So does a
+/// block with `?` that ends in a plain `Ok(())` or in a `()` value (`log(n)`, an `if`
+/// without `else`). One that ends in a `Result` value keeps its error type:
+///
+/// ```text
+/// after! { let n = parse(s)?; audit(n).await?; }            // Box<dyn Error + Send + Sync>
+/// after! { let n = parse(s)?; log(n) }                      // Box<dyn Error + Send + Sync>
+/// after! { let n = parse(s)?; audit(n).await }              // audit's error type
+/// after! { audit(parse(s)?).await?; Ok::<(), MyError>(()) } // MyError
+/// ```
+///
+/// A `?` in a closure or an async block inside the block belongs to that closure or
+/// block. [`after()`](fn@after) is a plain function, so its async block gets no such
+/// help: end it in `Ok::<(), YourError>(())`.
 ///
 /// Inside a block, `headers` (a [`Headers`], deref to `http::HeaderMap`) and `cookies`
 /// (a [`Cookies`]) are the request's, captured when it arrived and shared by all its
@@ -331,7 +346,6 @@ pub use task::{Location, TaskOutput};
 ///     after!(clone(db) {
 ///         let agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
 ///         db.audit(id, agent).await?;
-///         Ok(())
 ///     });
 ///     Ok(format!("created {id}"))
 /// }

@@ -14,8 +14,70 @@ use crate::scope::{self, LayerScope, Path, Release, RequestScope};
 pub use crate::task::Location;
 use crate::task::{Job, TaskOutput};
 
-/// The error type a block with `?` ending in a plain `Ok(())` gets.
+/// The error type of an `after!` block that uses `?` and ends in a plain `Ok(())`,
+/// in a statement, or in a `()` value, so `?` accepts any error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The value of an `after!` block that uses `?` and does not end in `Ok(..)` or
+/// `Err(..)`, which the macro cannot type: [`finish`] makes `()` (and a block that
+/// never ends normally) `Ok::<(), BoxError>(())`, and keeps a `Result<(), E>`.
+#[diagnostic::on_unimplemented(
+    message = "an after task must end in `()` or `Result<(), E>` with `E: Display`, not `{Self}`",
+    label = "this block ends in `{Self}`"
+)]
+pub trait BlockValue {
+    /// What the task returns.
+    type Output;
+
+    /// `self` as what the task returns.
+    fn into_output(self) -> Self::Output;
+}
+
+impl BlockValue for () {
+    type Output = Result<(), BoxError>;
+
+    fn into_output(self) -> Self::Output {
+        Ok(())
+    }
+}
+
+impl<E> BlockValue for Result<(), E> {
+    type Output = Self;
+
+    fn into_output(self) -> Self {
+        self
+    }
+}
+
+// Left out of the "types that implement it" list in errors, as the spelling below
+// would only confuse.
+#[diagnostic::do_not_recommend]
+impl BlockValue for never::Never {
+    type Output = Result<(), BoxError>;
+
+    fn into_output(self) -> Self::Output {
+        self
+    }
+}
+
+/// A block that never ends normally has the never type `!` as its value under
+/// edition 2024; stable Rust can name it only as a function pointer's return type.
+mod never {
+    pub trait Returns {
+        type Output;
+    }
+
+    impl<R> Returns for fn() -> R {
+        type Output = R;
+    }
+
+    pub(crate) type Never = <fn() -> ! as Returns>::Output;
+}
+
+/// The task's value for a block that uses `?` and ends in `value`; see [`BlockValue`].
+pub fn finish<T: BlockValue>(value: T) -> T::Output {
+    value.into_output()
+}
 
 /// A request's scope as generated code holds it: borrowed in the handler, and owned
 /// by each `after!` closure, which receives a clone of it.

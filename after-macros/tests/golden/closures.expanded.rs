@@ -30,7 +30,7 @@ async fn welcome(
                         9u32,
                     ),
                     move |__after_task: ::after_runtime::__private::TaskContext| async move {
-                        mailer.send_welcome(&user).await;
+                        mailer.send_welcome(&user).await?;
                         let retry = {
                             let __after_task = ::after_runtime::__private::TaskContext::clone(
                                 &__after_task,
@@ -39,7 +39,7 @@ async fn welcome(
                                 &__after_task,
                                 ::after_runtime::__private::Location::new(
                                     ::core::file!(),
-                                    16u32,
+                                    17u32,
                                     33u32,
                                 ),
                                 move |
@@ -50,6 +50,11 @@ async fn welcome(
                             )
                         };
                         retry();
+                        #[allow(unreachable_code)]
+                        ::core::result::Result::<
+                            (),
+                            ::after_runtime::__private::BoxError,
+                        >::Ok(())
                     },
                 );
             }

@@ -10,7 +10,8 @@ async fn welcome(State(mailer): State<Mailer>, Json(user): Json<User>) -> &'stat
     // An `async move` block may outlive the handler, so it takes its own context.
     tokio::spawn(async move {
         after! {
-            mailer.send_welcome(&user).await;
+            // `?` without a final `Ok(())`: the block gets one, with a boxed error.
+            mailer.send_welcome(&user).await?;
             // Inside a task, `after!` registers with that task's context, and a
             // `move` closure there takes its own clone of it.
             let retry = move || after! { tracing::info!("retry later"); };
