@@ -1,5 +1,6 @@
 //! What the macro's forms do at run time: one task per loop iteration with that
-//! iteration's values, capture lists, `?` with boxed errors, spawned blocks.
+//! iteration's values, capture lists, `?` with boxed errors (also in blocks without
+//! a final `Ok(())`), spawned blocks.
 
 use after_runtime::{after, with_after};
 use after_workspace::{Client, TestServer, Version, within};
@@ -39,6 +40,16 @@ async fn fallible(State(events): State<Events>) -> &'static str {
         after! { events.send("registered from a spawned task"); }
     });
     spawned.await.unwrap();
+    "ok"
+}
+
+#[with_after]
+async fn parse_then_audit(State(events): State<Events>, Path(input): Path<String>) -> &'static str {
+    // The natural block: `?` and no final `Ok(())`.
+    after!(clone(events) {
+        let n: u32 = input.parse()?;
+        events.send(format!("audited {n}"));
+    });
     "ok"
 }
 
@@ -94,5 +105,31 @@ async fn a_loop_registers_one_task_per_iteration_with_its_values() {
     let report = runtime.shutdown(std::time::Duration::from_secs(10)).await;
     let s = report.stats;
     assert_eq!((s.registered, s.succeeded, s.failed), (6, 5, 1), "{s:?}");
+    assert_accounted(&runtime);
+}
+
+#[tokio::test]
+async fn a_question_mark_block_without_a_final_ok_fails_on_err_and_succeeds_on_ok() {
+    let (events, mut rx) = Events::new();
+    let app = Router::new()
+        .route("/audit/{input}", get(parse_then_audit))
+        .with_state(events);
+    let (app, runtime) = with_layer(app);
+    let server = TestServer::start(app).await.unwrap();
+
+    let client = Client::new(Version::Http1);
+    within(client.get(&server.url("/audit/7"))).await.unwrap();
+    assert_eq!(within(rx.recv()).await.unwrap(), "audited 7");
+    within(client.get(&server.url("/audit/seven")))
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+    let report = runtime.shutdown(std::time::Duration::from_secs(10)).await;
+    let s = report.stats;
+    assert_eq!((s.registered, s.succeeded, s.failed), (2, 1, 1), "{s:?}");
+    assert!(
+        rx.try_recv().is_err(),
+        "the failed block stopped at its `?`"
+    );
     assert_accounted(&runtime);
 }
