@@ -197,3 +197,17 @@ pub async fn within<F: std::future::Future>(future: F) -> F::Output {
         .await
         .expect("the awaited signal never came (20 s guard)")
 }
+
+/// Says on stderr, once, when this build has after-runtime's `metrics` feature (on
+/// by default in this workspace, for `examples/metrics.rs`): it times every task and
+/// publishes every count, which `benches/RESULTS.md` does not measure. The benchmark
+/// programs call it first.
+pub fn note_metrics_feature(program: &str) {
+    if cfg!(feature = "metrics") {
+        eprintln!(
+            "note: {program} is built with after-runtime's `metrics` feature (this \
+             workspace's default); the figures in benches/RESULTS.md are without it: \
+             add --no-default-features to compare"
+        );
+    }
+}
