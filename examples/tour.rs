@@ -86,7 +86,12 @@ async fn slow() -> &'static str {
 
 /// Sends one HTTP/1.1 request on a new connection and returns the status and the
 /// body. Written out by hand so the tour needs no HTTP client crate.
-async fn send(addr: SocketAddr, method: &str, path: &str, headers: &str) -> std::io::Result<(u16, String)> {
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n{headers}\r\n"
@@ -95,7 +100,11 @@ async fn send(addr: SocketAddr, method: &str, path: &str, headers: &str) -> std:
     // `connection: close`: the server closes once the response is written.
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     Ok((status, body.to_owned()))
 }
@@ -133,12 +142,16 @@ async fn main() -> std::io::Result<()> {
             })
             .into_future(),
     );
-    say(format!("server listening on http://{addr} (Ctrl-C to stop early)"));
+    say(format!(
+        "server listening on http://{addr} (Ctrl-C to stop early)"
+    ));
 
     say("→ POST /orders/1 (its audit task takes 150 ms)");
     let headers = "user-agent: tour/1.0\r\ncookie: session-id=s-42\r\n";
     let (status, body) = send(addr, "POST", "/orders/1", headers).await?;
-    say(format!("← {status} \"{body}\": the client did not wait for the audit"));
+    say(format!(
+        "← {status} \"{body}\": the client did not wait for the audit"
+    ));
     // Pauses like this one only keep the timeline readable.
     tokio::time::sleep(Duration::from_millis(200)).await;
 

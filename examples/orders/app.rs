@@ -50,9 +50,7 @@ pub(crate) struct AuditRow {
 /// Opens (creating if needed) the SQLite database at `url` and applies the schema
 /// in `migrations/`.
 pub(crate) async fn connect(url: &str) -> Result<SqlitePool, BoxError> {
-    let options = url
-        .parse::<SqliteConnectOptions>()?
-        .create_if_missing(true);
+    let options = url.parse::<SqliteConnectOptions>()?.create_if_missing(true);
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)
