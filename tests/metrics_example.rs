@@ -32,8 +32,8 @@ fn example_binary() -> PathBuf {
     let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let how = "`cargo test` builds it; with `--test metrics_example` alone, run \
                `cargo build --example metrics` first";
-    let built = modified(&binary)
-        .unwrap_or_else(|| panic!("{} is missing: {how}", binary.display()));
+    let built =
+        modified(&binary).unwrap_or_else(|| panic!("{} is missing: {how}", binary.display()));
     assert!(
         built >= modified(&source).expect("examples/metrics.rs"),
         "{} is older than examples/metrics.rs: {how}",
@@ -107,7 +107,11 @@ async fn one_request_shows_in_every_after_metric() {
 
     // Registered in the handler, so counted before the response was sent.
     let text = scrape(&client, &base).await;
-    assert_eq!(sample(&text, "after_tasks_registered_total"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "after_tasks_registered_total"),
+        Some(1.0),
+        "{text}"
+    );
 
     // The task ends some time after the response; scrape until it has (the guard
     // fails the test if it never does).

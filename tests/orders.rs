@@ -156,8 +156,7 @@ async fn responses_come_first_and_a_mid_flight_shutdown_loses_no_audit_row() {
 
     // And `GET /audit` of a fresh instance on the same database shows them.
     let runtime = AfterRuntime::builder().build();
-    let (base, stop, server) =
-        start(app::app(db, format!("{hook_base}/webhook"), &runtime)).await;
+    let (base, stop, server) = start(app::app(db, format!("{hook_base}/webhook"), &runtime)).await;
     let mut listed = audit(&Client::new(Version::Http2), &base).await;
     // Listed in the order they were written, which the concurrent tasks chose.
     listed.sort_by_key(|row| row.order_id);
