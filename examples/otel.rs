@@ -10,7 +10,7 @@
 //! with no parent that *follows from* the span current where the request entered
 //! `AfterLayer`: here tower-http's `TraceLayer` request span, from outside it.
 //! `tracing-opentelemetry` exports that as an OpenTelemetry span link, which trace
-//! viewers show as "linked span".
+//! viewers show as a link from the task's trace to the request's.
 //!
 //! The example sends one request through the router in process, drains the
 //! runtime, and prints the two spans from the SDK's in-memory exporter. A real
