@@ -7,7 +7,7 @@
 //! counts instructions exactly, one variant per process:
 //!
 //! ```text
-//! cargo build --release --example instructions
+//! cargo build --release --no-default-features --example instructions
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 //!     target/release/examples/instructions /with-after 50000
 //! ```
@@ -61,6 +61,7 @@ fn app(runtime: &AfterRuntime) -> Router {
 }
 
 fn main() {
+    after_workspace::note_metrics_feature("instructions");
     let mut args = std::env::args().skip(1);
     let path = args.next().unwrap_or_else(|| "/with-after".to_owned());
     let requests: usize = args

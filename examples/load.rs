@@ -15,11 +15,11 @@
 //! measured too: it does not trade off against latency the way throughput does.
 //!
 //! ```text
-//! cargo run --release --example load
-//! LOAD_SECONDS=0.5 LOAD_ROUNDS=40 LOAD_CONNECTIONS=4,64 cargo run --release --example load
-//! cargo run --release --example load -- 0.25 20 4,64  # seconds per round, rounds, connections
-//! LOAD_MAX_CONCURRENCY=4096 cargo run --release --example load
-//! LOAD_VARIANTS=/with-after,/spawn cargo run --release --example load  # some variants
+//! cargo run --release --no-default-features --example load
+//! LOAD_SECONDS=0.5 LOAD_ROUNDS=40 LOAD_CONNECTIONS=4,64 cargo run --release --no-default-features --example load
+//! cargo run --release --no-default-features --example load -- 0.25 20 4,64  # seconds per round, rounds, connections
+//! LOAD_MAX_CONCURRENCY=4096 cargo run --release --no-default-features --example load
+//! LOAD_VARIANTS=/with-after,/spawn cargo run --release --no-default-features --example load  # some variants
 //! ```
 
 use std::collections::BTreeMap;
@@ -345,6 +345,7 @@ impl Settings {
 
 #[tokio::main]
 async fn main() {
+    after_workspace::note_metrics_feature("load");
     let settings = Settings::from_env();
     let duration = Duration::from_secs_f64(settings.seconds);
     let runtime = AfterRuntime::builder()

@@ -3,8 +3,8 @@
 //! (`VmRSS` / `VmHWM` from `/proc/self/status`, Linux).
 //!
 //! ```text
-//! cargo run --release --example memory            # every shape, one process
-//! cargo run --release --example memory -- 2       # one shape alone: 1, 2, 3, 3-owned-uri
+//! cargo run --release --no-default-features --example memory       # every shape, one process
+//! cargo run --release --no-default-features --example memory -- 2  # one shape alone: 1, 2, 3, 3-owned-uri
 //! ```
 //!
 //! The runtime has `max_concurrency(1)` and `max_pending(200_000)`. The first task
@@ -343,6 +343,7 @@ async fn loopback(future_bytes: usize, own_the_uri: bool) {
 }
 
 fn main() {
+    after_workspace::note_metrics_feature("memory");
     let future_bytes = std::mem::size_of_val(&noop());
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()

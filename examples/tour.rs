@@ -6,17 +6,18 @@
 //! ```
 
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use after_runtime::{AfterLayer, AfterRuntime, after, outcome, with_after};
-use after_workspace::{Client, Version, shutdown_signal};
 use axum::Router;
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::http::header::{COOKIE, USER_AGENT};
+use axum::http::header::USER_AGENT;
 use axum::routing::{get, post};
-use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Prints one line of the timeline, stamped with milliseconds since the start.
 fn say(line: impl std::fmt::Display) {
@@ -29,6 +30,7 @@ fn say(line: impl std::fmt::Display) {
 #[with_after]
 async fn create_order(Path(id): Path<u32>) -> (StatusCode, String) {
     after! {
+        // `headers` and `cookies` are the request's, kept for its after tasks.
         let agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
         let session = cookies.get("session-id").map(|c| c.value().to_owned());
         // Pretend the audit database is slow.
@@ -54,8 +56,8 @@ async fn fail() -> Result<&'static str, StatusCode> {
     Err(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// Registers with the function `after()`, from a helper, and a task that fails: it is
-/// logged and counted, and the response is unaffected.
+/// No `#[with_after]` here: a helper registers with the function `after()`, and its
+/// task fails. The failure is logged and counted; the response is unaffected.
 async fn notify() -> &'static str {
     send_webhook();
     "queued"
@@ -67,6 +69,8 @@ fn send_webhook() {
         say("   after task: webhook call failed (logged and counted, client unaffected)");
         Err::<(), _>("webhook answered 503")
     });
+    // `after()` only fails outside a request under `AfterLayer`, or when the
+    // runtime is overloaded or shut down.
     registered.expect("inside a request under AfterLayer");
 }
 
@@ -80,9 +84,34 @@ async fn slow() -> &'static str {
     "report started"
 }
 
+/// Sends one HTTP/1.1 request on a new connection and returns the status and the
+/// body. Written out by hand so the tour needs no HTTP client crate.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n{headers}\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    // `connection: close`: the server closes once the response is written.
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok((status, body.to_owned()))
+}
+
 #[tokio::main]
-async fn main() -> Result<(), after_workspace::BoxError> {
-    // Error-level logs from failed tasks go to stderr.
+async fn main() -> std::io::Result<()> {
+    // Failed tasks are logged at error level; this prints those logs on stderr.
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::ERROR)
         .with_writer(std::io::stderr)
@@ -95,64 +124,50 @@ async fn main() -> Result<(), after_workspace::BoxError> {
         .route("/fail", get(fail))
         .route("/notify", post(notify))
         .route("/slow", get(slow))
+        // The last `.layer()` is the outermost: AfterLayer sees every response.
         .layer(AfterLayer::new(runtime.clone()));
-    // The graceful-shutdown recipe: serve until SIGTERM or Ctrl-C (here also until
-    // the tour is over), then drain the runtime.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+
+    // Serve until the tour is over (or Ctrl-C), then drain: stop the server first so
+    // no new work comes in, then wait for the after work already registered.
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (tour_over, tour_over_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 tokio::select! {
-                    () = shutdown_signal() => say("signal received: stopping the server"),
+                    _ = tokio::signal::ctrl_c() => say("Ctrl-C: stopping the server"),
                     _ = tour_over_rx => {}
                 }
             })
             .into_future(),
     );
-    let url = |path: &str| format!("http://{addr}{path}");
     say(format!(
         "server listening on http://{addr} (Ctrl-C to stop early)"
     ));
-    let client = Client::new(Version::Http1);
 
     say("→ POST /orders/1 (its audit task takes 150 ms)");
-    let request = http::Request::post(url("/orders/1"))
-        .header(USER_AGENT, "tour/1.0")
-        .header(COOKIE, "session-id=s-42")
-        .body(Full::default())?;
-    let response = client.fetch(request).await?;
+    let headers = "user-agent: tour/1.0\r\ncookie: session-id=s-42\r\n";
+    let (status, body) = send(addr, "POST", "/orders/1", headers).await?;
     say(format!(
-        "← {} \"{}\": the client did not wait for the audit",
-        response.head.status,
-        response.text()
+        "← {status} \"{body}\": the client did not wait for the audit"
     ));
+    // Pauses like this one only keep the timeline readable.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     say("→ GET /fail");
-    let response = client.get(&url("/fail")).await?;
-    say(format!("← {}", response.head.status));
+    let (status, _) = send(addr, "GET", "/fail", "").await?;
+    say(format!("← {status}"));
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     say("→ POST /notify (a helper calls after(); the webhook will fail)");
-    let response = client
-        .fetch(http::Request::post(url("/notify")).body(Full::default())?)
-        .await?;
-    say(format!(
-        "← {} \"{}\"",
-        response.head.status,
-        response.text()
-    ));
+    let (status, body) = send(addr, "POST", "/notify", "").await?;
+    say(format!("← {status} \"{body}\""));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     say("→ GET /slow");
-    let response = client.get(&url("/slow")).await?;
-    say(format!(
-        "← {} \"{}\"",
-        response.head.status,
-        response.text()
-    ));
+    let (status, body) = send(addr, "GET", "/slow", "").await?;
+    say(format!("← {status} \"{body}\""));
 
     say("shutting down: the server stops, then the runtime drains (grace 5 s)");
     let _ = tour_over.send(());

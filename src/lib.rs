@@ -1,9 +1,9 @@
-//! Shared support for the workspace's examples, end-to-end tests and benchmarks:
-//! a real server on loopback, real HTTP/1.1 and HTTP/2 clients, and a way to capture
-//! `tracing` output. Not published.
+//! Shared support for the workspace's end-to-end tests and benchmarks: a real server
+//! on loopback, real HTTP/1.1 and HTTP/2 clients, and a way to capture `tracing`
+//! output. Not published. The user-facing examples (`tour`, `orders`, `metrics`,
+//! `otel`) do not use it: each stands on `after-runtime` and public crates alone.
 
 pub mod handlers;
-pub mod orders;
 pub mod process;
 
 use std::future::IntoFuture;
@@ -198,26 +198,16 @@ pub async fn within<F: std::future::Future>(future: F) -> F::Output {
         .expect("the awaited signal never came (20 s guard)")
 }
 
-/// Resolves on Ctrl-C, or on SIGTERM (what orchestrators send before they kill a
-/// process): the signal for `axum::serve(..).with_graceful_shutdown(..)`, after which
-/// the examples drain their `AfterRuntime`.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c()
-            .await
-            .expect("install the Ctrl-C handler");
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install the SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        _ = terminate => {}
+/// Says on stderr, once, when this build has after-runtime's `metrics` feature (on
+/// by default in this workspace, for `examples/metrics.rs`): it times every task and
+/// publishes every count, which `benches/RESULTS.md` does not measure. The benchmark
+/// programs call it first.
+pub fn note_metrics_feature(program: &str) {
+    if cfg!(feature = "metrics") {
+        eprintln!(
+            "note: {program} is built with after-runtime's `metrics` feature (this \
+             workspace's default); the figures in benches/RESULTS.md are without it: \
+             add --no-default-features to compare"
+        );
     }
 }

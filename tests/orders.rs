@@ -1,11 +1,16 @@
 //! The order example end to end over loopback: responses arrive before their audit
 //! rows exist, and a shutdown in mid-flight still writes every registered row.
+//!
+//! The service is the example's own code, included from `examples/orders/app.rs`;
+//! only the webhook receiver is the test's, so it can hold each call.
+
+#[path = "../examples/orders/app.rs"]
+mod app;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use after_runtime::AfterRuntime;
-use after_workspace::orders::{self, AuditRow, Created, NewOrder};
 use after_workspace::{Client, Version, within};
 use axum::Router;
 use axum::http::StatusCode;
@@ -16,6 +21,8 @@ use futures_util::poll;
 use http_body_util::Full;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
+
+use crate::app::{AuditRow, Created, NewOrder};
 
 /// A webhook receiver the test holds: each call reports itself, then waits for a
 /// permit before answering.
@@ -88,15 +95,15 @@ async fn responses_come_first_and_a_mid_flight_shutdown_loses_no_audit_row() {
     let path = std::env::temp_dir().join(format!("after-orders-test-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let database_url = format!("sqlite://{}", path.display());
-    let db = orders::connect(&database_url).await.unwrap();
+    let db = app::connect(&database_url).await.unwrap();
 
     let gate = Arc::new(Semaphore::new(0));
     let (calls_tx, mut calls) = mpsc::unbounded_channel();
     let (hook_base, _hook_stop, _hook_server) = start(held_webhook(gate.clone(), calls_tx)).await;
 
     let runtime = AfterRuntime::builder().build();
-    let app = orders::app(db.clone(), format!("{hook_base}/webhook"), &runtime);
-    let (base, stop, server) = start(app).await;
+    let orders = app::app(db.clone(), format!("{hook_base}/webhook"), &runtime);
+    let (base, stop, server) = start(orders).await;
     let client = Client::new(Version::Http1);
 
     // Three orders answered while their webhooks are held: no audit row yet.
@@ -149,8 +156,7 @@ async fn responses_come_first_and_a_mid_flight_shutdown_loses_no_audit_row() {
 
     // And `GET /audit` of a fresh instance on the same database shows them.
     let runtime = AfterRuntime::builder().build();
-    let (base, stop, server) =
-        start(orders::app(db, format!("{hook_base}/webhook"), &runtime)).await;
+    let (base, stop, server) = start(app::app(db, format!("{hook_base}/webhook"), &runtime)).await;
     let mut listed = audit(&Client::new(Version::Http2), &base).await;
     // Listed in the order they were written, which the concurrent tasks chose.
     listed.sort_by_key(|row| row.order_id);

@@ -361,3 +361,10 @@ pub use task::{Location, TaskOutput};
 /// fn not_async() {} // error: `#[with_after]` requires an `async fn`
 /// ```
 pub use after_macros::with_after;
+
+/// The README's Rust code blocks, compiled (and run, unless marked `no_run`) as
+/// doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+#[derive(Debug)]
+pub struct ReadmeDoctests;
