@@ -17,17 +17,8 @@ use crate::error::AfterError;
 use crate::metrics;
 use crate::runtime::AfterRuntime;
 use crate::scope::{RUNNING, RequestScope};
+use crate::stats::End;
 use crate::task::{BoxFuture, Job, Location, forget_panic};
-
-/// How a running task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    Succeeded,
-    Failed,
-    Panicked,
-    TimedOut,
-    Cancelled,
-}
 
 /// Counts the task as cancelled if it is dropped before it ends, as when the tokio
 /// runtime itself shuts down, so no task goes uncounted.

@@ -221,7 +221,7 @@
 //! outside the request scope). `after!` blocks do not depend on the task-local: they
 //! carry their request's context.
 
-mod builder;
+mod config;
 mod context;
 mod error;
 mod executor;
@@ -238,7 +238,7 @@ mod task;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use builder::{Builder, OverloadPolicy};
+pub use config::{Builder, OverloadPolicy};
 pub use context::{Cookies, Headers};
 pub use cookie::Cookie;
 pub use error::{AfterError, AfterErrorKind};

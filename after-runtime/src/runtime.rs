@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::builder::{Builder, OverloadPolicy};
+use crate::config::{Builder, Config, OverloadPolicy};
 use crate::error::{AfterError, AfterErrorKind};
-use crate::executor::{self, End};
+use crate::executor;
 use crate::metrics::Delta;
 use crate::scope::RequestScope;
-use crate::stats::{ShutdownReport, Stats};
+use crate::stats::{End, ShutdownReport, Stats};
 use crate::task::Location;
 use crate::task::{Job, Jobs};
 
@@ -36,15 +36,6 @@ const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 /// Queue slots kept once a burst has drained.
 const QUEUE_KEEP: usize = 1024;
-
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) max_concurrency: usize,
-    pub(crate) max_pending: usize,
-    pub(crate) max_pending_per_request: usize,
-    pub(crate) task_timeout: Option<Duration>,
-    pub(crate) overload: OverloadPolicy,
-}
 
 /// Runs after tasks: bounds them, isolates their failures, counts them, and drains
 /// them on shutdown.
@@ -156,6 +147,20 @@ impl Default for AfterRuntime {
     }
 }
 
+impl Builder {
+    /// Builds the runtime. It needs no tokio runtime to be built; tasks are spawned
+    /// on the tokio runtime that served their request.
+    ///
+    /// ```
+    /// # use after_runtime::AfterRuntime;
+    /// let runtime = AfterRuntime::builder().build();
+    /// assert_eq!(runtime.stats().registered, 0);
+    /// ```
+    pub fn build(self) -> AfterRuntime {
+        AfterRuntime::from_config(self.into_config())
+    }
+}
+
 impl AfterRuntime {
     /// Starts configuring a runtime; every setting has a documented default.
     ///
@@ -182,7 +187,7 @@ impl AfterRuntime {
         GLOBAL.get_or_init(AfterRuntime::default).clone()
     }
 
-    pub(crate) fn from_config(config: Config) -> Self {
+    fn from_config(config: Config) -> Self {
         AfterRuntime {
             shared: Arc::new(Shared {
                 config,

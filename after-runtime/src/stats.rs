@@ -1,4 +1,5 @@
-//! Counts of what became of every task, and the shutdown report.
+//! Counts of what became of every task, how a task ended, and the shutdown report.
+//! A leaf: it imports nothing of the engine.
 
 use std::fmt;
 
@@ -57,6 +58,16 @@ impl Stats {
             + self.rejected
             + self.cancelled
     }
+}
+
+/// How a task that ran ended: the count it moves to from `running`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    Succeeded,
+    Failed,
+    Panicked,
+    TimedOut,
+    Cancelled,
 }
 
 /// What [`AfterRuntime::shutdown`](crate::AfterRuntime::shutdown) leaves behind.
