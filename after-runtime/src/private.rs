@@ -9,10 +9,11 @@ use axum_core::extract::FromRequestParts;
 use http::request::Parts;
 
 use crate::context::{Cookies, Headers};
+use crate::job::Job;
 use crate::runtime::AfterRuntime;
 use crate::scope::{self, LayerScope, Path, Release, RequestScope};
 pub use crate::task::Location;
-use crate::task::{Job, TaskOutput};
+use crate::task::TaskOutput;
 
 /// The error type a block with `?` ending in a plain `Ok(())` gets.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

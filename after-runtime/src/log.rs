@@ -1,0 +1,126 @@
+//! The log line of every task event that is not a plain success: one function, one
+//! field set, so every event reads the same under any subscriber.
+//!
+//! A leaf: it imports nothing of the engine. Each event is logged at error level
+//! with the request's `method` and `path` and the task's `location` on the event
+//! itself (not only on a span, which a subscriber may not show), plus the event's
+//! own field: `error`, `panic` or `timeout`.
+
+use std::fmt;
+use std::time::Duration;
+
+use tracing::field::{DebugValue, DisplayValue, debug, display};
+
+use crate::error::AfterError;
+use crate::request::RequestInfo;
+use crate::task::Location;
+
+/// Something that happened to a task, worth an error-level line.
+#[derive(Clone, Copy)]
+pub(crate) enum Event<'a> {
+    /// The task ended in `Err`, with this message.
+    Failed(&'a dyn fmt::Display),
+    /// The task panicked, with this message.
+    Panicked(&'a str),
+    /// The task ran past its timeout.
+    TimedOut(Duration),
+    /// The task was cancelled, or dropped unrun, for this reason.
+    Cancelled(Cancelled),
+    /// The registration was refused.
+    Rejected(&'a AfterError),
+    /// A value the task captured panicked while the task was dropped unrun.
+    DropPanicked,
+}
+
+/// Why a task was cancelled: each reason is one way a task meets a closed runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cancelled {
+    /// It waited for a slot when the shutdown deadline passed.
+    QueuedAtDeadline,
+    /// Its response had not finished when the shutdown deadline passed.
+    UnfinishedAtDeadline,
+    /// It was running when the shutdown deadline passed.
+    RunningAtDeadline,
+    /// Its response finished after the runtime had shut down.
+    ReleasedAfterShutdown,
+    /// Its request was served outside any tokio runtime: there is none to run it on.
+    NoTokioRuntime,
+}
+
+impl Cancelled {
+    fn why(self) -> &'static str {
+        match self {
+            Cancelled::QueuedAtDeadline => "it was still waiting at the shutdown deadline",
+            Cancelled::UnfinishedAtDeadline => {
+                "its response had not finished at the shutdown deadline"
+            }
+            Cancelled::RunningAtDeadline => "it was still running at the shutdown deadline",
+            Cancelled::ReleasedAfterShutdown => "its response finished after shutdown",
+            Cancelled::NoTokioRuntime => "its request was not served on a tokio runtime",
+        }
+    }
+}
+
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Failed(_) => f.write_str("after task failed"),
+            Event::Panicked(_) => f.write_str("after task panicked"),
+            Event::TimedOut(_) => f.write_str("after task timed out"),
+            Event::Cancelled(why) => write!(f, "after task cancelled: {}", why.why()),
+            Event::Rejected(_) => f.write_str("after task rejected"),
+            Event::DropPanicked => {
+                f.write_str("a value captured by an after task panicked while being dropped unrun")
+            }
+        }
+    }
+}
+
+impl<'a> Event<'a> {
+    fn error(&self) -> Option<DisplayValue<&'a dyn fmt::Display>> {
+        match *self {
+            Event::Failed(error) => Some(display(error)),
+            Event::Rejected(error) => Some(display(error as &dyn fmt::Display)),
+            _ => None,
+        }
+    }
+
+    fn panic(&self) -> Option<&'a str> {
+        match *self {
+            Event::Panicked(message) => Some(message),
+            _ => None,
+        }
+    }
+
+    fn timeout(&self) -> Option<DebugValue<Duration>> {
+        match *self {
+            Event::TimedOut(limit) => Some(debug(limit)),
+            _ => None,
+        }
+    }
+}
+
+/// Logs `event` for the task registered at `location` by `request`, as a child of
+/// `parent`: the task's span while it runs, else its request's span.
+///
+/// Cold: called only when a task fails or cannot run, so it stays out of the way of
+/// the code that runs tasks.
+#[cold]
+pub(crate) fn task_event(
+    parent: &tracing::Span,
+    request: &RequestInfo,
+    location: Location,
+    event: Event<'_>,
+) {
+    // Fields that are `None` are not recorded: each line carries only its own.
+    tracing::error!(
+        parent: parent,
+        method = %request.method,
+        path = request.path.as_str(),
+        location = %location,
+        error = event.error(),
+        panic = event.panic(),
+        timeout = event.timeout(),
+        "{event}",
+    );
+}
