@@ -326,3 +326,6 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
