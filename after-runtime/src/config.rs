@@ -36,6 +36,29 @@ pub enum OverloadPolicy {
     /// caller at once.
     #[default]
     Reject,
+    /// Make room by dropping the task that has waited longest for a concurrency
+    /// slot: it is dropped unrun, counted in `rejected` and logged at error level,
+    /// and the new task is taken. When no task waits for a slot (every waiting task
+    /// still waits for its response), the new one is refused as with
+    /// [`Reject`](Self::Reject).
+    ///
+    /// For work whose worth fades with age (cache refreshes, presence updates,
+    /// notifications a newer one supersedes): under a lasting overload the newest
+    /// tasks run, instead of the newest being turned away while stale ones wait.
+    /// Only tasks waiting for a slot are shed, oldest first, as they wait in that
+    /// order; a task still waiting for its response is held by its request, which
+    /// `max_pending_per_request` already bounds.
+    ///
+    /// ```
+    /// use after_runtime::{AfterRuntime, OverloadPolicy};
+    ///
+    /// let runtime = AfterRuntime::builder()
+    ///     .max_pending(1_000)
+    ///     .overload_policy(OverloadPolicy::ShedOldest)
+    ///     .build();
+    /// # let _ = runtime;
+    /// ```
+    ShedOldest,
 }
 
 /// Builds an [`AfterRuntime`](crate::AfterRuntime); from

@@ -28,6 +28,8 @@ pub(crate) enum Event<'a> {
     Cancelled(Cancelled),
     /// The registration was refused.
     Rejected(&'a AfterError),
+    /// The task waited for a slot and was dropped unrun for a newer one.
+    Shed,
     /// A value the task captured panicked while the task was dropped unrun.
     DropPanicked,
 }
@@ -69,6 +71,10 @@ impl fmt::Display for Event<'_> {
             Event::TimedOut(_) => f.write_str("after task timed out"),
             Event::Cancelled(why) => write!(f, "after task cancelled: {}", why.why()),
             Event::Rejected(_) => f.write_str("after task rejected"),
+            Event::Shed => f.write_str(
+                "after task rejected: it waited for a slot when `max_pending` was reached, \
+                 and `OverloadPolicy::ShedOldest` dropped it for a newer task",
+            ),
             Event::DropPanicked => {
                 f.write_str("a value captured by an after task panicked while being dropped unrun")
             }

@@ -211,15 +211,21 @@ impl AfterRuntime {
     /// `max_pending_per_request`), and all requests together at most `max_pending`.
     /// With `first`, the scope enters the waiting list, under the same lock.
     ///
-    /// The counts' change is published when the returned `Delta` drops: the caller
-    /// may hold the scope's lock.
+    /// The caller may hold the scope's lock, so what may run any code waits in the
+    /// returned [`Unlocked`] until the caller drops it: publishing the counts, and
+    /// dropping a task shed to make room.
     pub(crate) fn admit(
         &self,
         scope: &Arc<RequestScope>,
         held: usize,
         first: bool,
-    ) -> (Result<Option<WaitingKey>, AfterError>, Delta<'_>) {
-        self.update_deferred(|state| state.admit(scope, held, first))
+    ) -> (Result<Option<WaitingKey>, AfterError>, Unlocked<'_>) {
+        let (admitted, counts) = self.update_deferred(|state| state.admit(scope, held, first));
+        let unlocked = Unlocked {
+            _counts: counts,
+            shed: admitted.shed,
+        };
+        (admitted.result, unlocked)
     }
 
     /// Registers a task whose response is already finished (a nested task, or one
@@ -231,7 +237,7 @@ impl AfterRuntime {
         drop(counts);
         match submitted {
             Submitted::Start(job) => self.start_on(scope.clone(), job),
-            Submitted::Queued => {}
+            Submitted::Queued { shed } => drop_shed(shed),
             Submitted::Refused(error, job) => {
                 scope.log(job.location, Event::Rejected(&error));
                 job.drop_unrun(&scope.request);
@@ -381,5 +387,28 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // No code panics while holding the lock; recover rather than cascade if one did.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What an admission leaves for after the caller's locks: its counts, published,
+/// and a task shed to make room, logged and dropped.
+#[must_use]
+pub(crate) struct Unlocked<'a> {
+    /// Published when dropped, after the shed task.
+    _counts: Delta<'a>,
+    shed: Option<Queued>,
+}
+
+impl Drop for Unlocked<'_> {
+    fn drop(&mut self) {
+        drop_shed(self.shed.take());
+    }
+}
+
+/// Logs and drops a task shed to make room for a newer one.
+fn drop_shed(shed: Option<Queued>) {
+    if let Some((scope, job)) = shed {
+        scope.log(job.location, Event::Shed);
+        job.drop_unrun(&scope.request);
     }
 }

@@ -59,12 +59,21 @@ pub(super) struct State {
     waiting: Slab<Weak<RequestScope>>,
 }
 
+/// What `admit` decided for a task whose response is not finished.
+pub(super) struct Admitted {
+    /// The scope's new waiting-list entry (for its first task), or why the task was
+    /// refused.
+    pub(super) result: Result<Option<WaitingKey>, AfterError>,
+    /// A task dropped to make room for this one (`OverloadPolicy::ShedOldest`).
+    pub(super) shed: Option<Queued>,
+}
+
 /// What `submit` decided for a task whose response is finished.
 pub(super) enum Submitted {
     /// A slot was free: it is counted as running, for the caller to start.
     Start(Job),
-    /// It waits in the queue for a slot.
-    Queued,
+    /// It waits in the queue for a slot, maybe in the place of a shed task.
+    Queued { shed: Option<Queued> },
     /// Refused, and counted as rejected.
     Refused(AfterError, Job),
 }
@@ -104,14 +113,24 @@ impl State {
         scope: &Arc<RequestScope>,
         held: usize,
         first: bool,
-    ) -> Result<Option<WaitingKey>, AfterError> {
+    ) -> Admitted {
         self.stats.registered += 1;
-        if let Err(error) = self.room_to_wait(Some(held)) {
-            self.stats.rejected += 1;
-            return Err(error);
-        }
+        let shed = match self.room_to_wait(Some(held)) {
+            Ok(shed) => shed,
+            Err(error) => {
+                self.stats.rejected += 1;
+                return Admitted {
+                    result: Err(error),
+                    shed: None,
+                };
+            }
+        };
         self.stats.pending += 1;
-        Ok(first.then(|| WaitingKey(self.waiting.insert(Arc::downgrade(scope)))))
+        let key = first.then(|| WaitingKey(self.waiting.insert(Arc::downgrade(scope))));
+        Admitted {
+            result: Ok(key),
+            shed,
+        }
     }
 
     /// Counts a registration whose response is already finished: it starts now when a
@@ -124,10 +143,10 @@ impl State {
             return Submitted::Start(job);
         }
         match self.room_to_wait(None) {
-            Ok(()) => {
+            Ok(shed) => {
                 self.stats.pending += 1;
                 self.queue.push_back((scope.clone(), job));
-                Submitted::Queued
+                Submitted::Queued { shed }
             }
             Err(error) => {
                 self.stats.rejected += 1;
@@ -137,8 +156,8 @@ impl State {
     }
 
     /// Whether one more task may wait, its request holding `held` already (when its
-    /// response is not finished).
-    fn room_to_wait(&self, held: Option<usize>) -> Result<(), AfterError> {
+    /// response is not finished): `Ok` with the task shed to make room, if one was.
+    fn room_to_wait(&mut self, held: Option<usize>) -> Result<Option<Queued>, AfterError> {
         let limits = &self.limits;
         if self.phase >= Phase::Closed {
             return Err(AfterError::new(AfterErrorKind::ShutDown));
@@ -149,11 +168,24 @@ impl State {
             return Err(AfterError::per_request(limits.max_pending_per_request));
         }
         if self.stats.pending < limits.max_pending as u64 {
-            return Ok(());
+            return Ok(None);
         }
         match limits.overload {
             OverloadPolicy::Reject => Err(AfterError::new(AfterErrorKind::Overloaded)),
+            OverloadPolicy::ShedOldest => self.shed_oldest().map(Some),
         }
+    }
+
+    /// Drops the task that has waited longest for a slot, counted as rejected, to
+    /// make room; refuses the new one when no task waits for a slot.
+    fn shed_oldest(&mut self) -> Result<Queued, AfterError> {
+        let oldest = self
+            .queue
+            .pop_front()
+            .ok_or(AfterError::new(AfterErrorKind::Overloaded))?;
+        self.stats.pending -= 1;
+        self.stats.rejected += 1;
+        Ok(oldest)
     }
 
     /// Hands a request's released tasks over, in order: each starts now if a slot is

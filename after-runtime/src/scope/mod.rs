@@ -92,7 +92,7 @@ impl RequestScope {
         };
         // The first task also enters the scope in the runtime's waiting list, under
         // the same lock as its admission.
-        let (admitted, counts) = self.runtime.admit(self, jobs.len(), waiting.is_none());
+        let (admitted, unlocked) = self.runtime.admit(self, jobs.len(), waiting.is_none());
         let refused = match admitted {
             Ok(key) => {
                 *waiting = waiting.or(key);
@@ -102,8 +102,9 @@ impl RequestScope {
             Err(error) => Some((error, job)),
         };
         drop(state);
-        // Published outside the scope's lock: a metrics recorder may run any code.
-        drop(counts);
+        // Outside the scope's lock: a metrics recorder, or the captures of a task shed
+        // for this one, may run any code.
+        drop(unlocked);
         let Some((error, job)) = refused else {
             return Ok(());
         };

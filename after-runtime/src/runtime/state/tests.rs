@@ -8,7 +8,7 @@ use http::Method;
 use tokio::time::Instant;
 
 use super::{Split, State, Submitted, WaitingKey};
-use crate::config::Builder;
+use crate::config::{Builder, OverloadPolicy};
 use crate::error::AfterErrorKind;
 use crate::job::{Job, Jobs};
 use crate::request::Path;
@@ -61,7 +61,10 @@ fn assert_adds_up(stats: Stats) {
 fn admit_all(state: &mut State, scope: &Arc<RequestScope>, count: usize) -> Option<WaitingKey> {
     let mut key = None;
     for held in 0..count {
-        let admitted = state.admit(scope, held, key.is_none()).expect("admitted");
+        let admitted = state
+            .admit(scope, held, key.is_none())
+            .result
+            .expect("admitted");
         key = key.or(admitted);
     }
     key
@@ -71,9 +74,9 @@ fn admit_all(state: &mut State, scope: &Arc<RequestScope>, count: usize) -> Opti
 fn admit_counts_a_task_as_pending_and_enters_the_scope_in_the_waiting_list_once() {
     let mut state = state(|b| b);
     let scope = scope();
-    let first = state.admit(&scope, 0, true).unwrap();
+    let first = state.admit(&scope, 0, true).result.unwrap();
     assert!(first.is_some());
-    assert!(state.admit(&scope, 1, false).unwrap().is_none());
+    assert!(state.admit(&scope, 1, false).result.unwrap().is_none());
     let s = state.stats();
     assert_eq!((s.registered, s.pending), (2, 2));
     assert_eq!(state.waiting.len(), 1);
@@ -85,12 +88,12 @@ fn admit_refuses_past_either_bound_and_counts_the_rejection() {
     let mut state = state(|b| b.max_pending(3).max_pending_per_request(2));
     let (a, b) = (scope(), scope());
     admit_all(&mut state, &a, 2);
-    let per_request = state.admit(&a, 2, false).unwrap_err();
+    let per_request = state.admit(&a, 2, false).result.unwrap_err();
     assert_eq!(per_request.kind(), AfterErrorKind::Overloaded);
     assert!(per_request.to_string().contains("max_pending_per_request"));
 
     admit_all(&mut state, &b, 1);
-    let global = state.admit(&b, 1, false).unwrap_err();
+    let global = state.admit(&b, 1, false).result.unwrap_err();
     assert_eq!(global.kind(), AfterErrorKind::Overloaded);
     assert!(global.to_string().contains("`max_pending` tasks"));
 
@@ -105,7 +108,7 @@ fn once_closed_every_registration_is_refused_as_shut_down() {
     assert!(!state.begin_shutdown(None));
     assert!(state.close_if_drained(true, Instant::now()));
     let scope = scope();
-    let admitted = state.admit(&scope, 0, true).unwrap_err();
+    let admitted = state.admit(&scope, 0, true).result.unwrap_err();
     assert_eq!(admitted.kind(), AfterErrorKind::ShutDown);
     let Submitted::Refused(submitted, _) = state.submit(&scope, job(1)) else {
         panic!("a closed runtime took a task");
@@ -131,7 +134,10 @@ fn submit_waits_for_a_slot_within_max_pending() {
     let mut state = state(|b| b.max_concurrency(1).max_pending(1));
     let scope = scope();
     assert!(matches!(state.submit(&scope, job(1)), Submitted::Start(_)));
-    assert!(matches!(state.submit(&scope, job(2)), Submitted::Queued));
+    assert!(matches!(
+        state.submit(&scope, job(2)),
+        Submitted::Queued { .. }
+    ));
     let Submitted::Refused(error, job) = state.submit(&scope, job(3)) else {
         panic!("past max_pending");
     };
@@ -282,7 +288,10 @@ fn at_the_deadline_waiting_tasks_are_taken_and_counted_as_cancelled() {
         state.submit(&released, job(1)),
         Submitted::Start(_)
     ));
-    assert!(matches!(state.submit(&released, job(2)), Submitted::Queued));
+    assert!(matches!(
+        state.submit(&released, job(2)),
+        Submitted::Queued { .. }
+    ));
     let open = scope();
     admit_all(&mut state, &open, 2);
 
@@ -320,4 +329,93 @@ fn a_stale_waiting_key_never_removes_another_scopes_entry() {
     };
     assert_eq!(state.waiting.len(), 1, "the second scope is still listed");
     assert!(Arc::ptr_eq(&state.take_unfinished()[0], &second));
+}
+
+#[test]
+fn shed_oldest_drops_the_task_that_waited_longest_for_a_slot_for_the_new_one() {
+    let mut state = state(|b| {
+        b.max_concurrency(1)
+            .max_pending(2)
+            .overload_policy(OverloadPolicy::ShedOldest)
+    });
+    let released = scope();
+    assert!(matches!(
+        state.submit(&released, job(1)),
+        Submitted::Start(_)
+    ));
+    assert!(matches!(
+        state.submit(&released, job(2)),
+        Submitted::Queued { shed: None }
+    ));
+    assert!(matches!(
+        state.submit(&released, job(3)),
+        Submitted::Queued { shed: None }
+    ));
+
+    // Full: a submitted task takes the place of the oldest waiting for a slot.
+    let Submitted::Queued {
+        shed: Some((_, shed)),
+    } = state.submit(&released, job(4))
+    else {
+        panic!("the oldest is shed");
+    };
+    assert_eq!(shed.location.line(), 2);
+    // And so does a task held for its response.
+    let open = scope();
+    let admitted = state.admit(&open, 0, true);
+    assert!(admitted.result.unwrap().is_some());
+    assert_eq!(admitted.shed.map(|(_, job)| job.location.line()), Some(3));
+
+    let s = state.stats();
+    assert_eq!(
+        (s.registered, s.running, s.pending, s.rejected),
+        (5, 1, 2, 2)
+    );
+    assert_adds_up(s);
+    // The queue kept its order: the newest submitted task is next.
+    let next = state.finish(End::Succeeded, Location::caller());
+    assert_eq!(next.map(|(_, job)| job.location.line()), Some(4));
+}
+
+#[test]
+fn shed_oldest_refuses_the_new_task_when_none_waits_for_a_slot() {
+    let mut state = state(|b| b.max_pending(1).overload_policy(OverloadPolicy::ShedOldest));
+    let open = scope();
+    admit_all(&mut state, &open, 1);
+    // The one waiting task waits for its response, not for a slot: never shed.
+    let admitted = state.admit(&scope(), 0, true);
+    assert!(admitted.shed.is_none());
+    assert_eq!(
+        admitted.result.unwrap_err().kind(),
+        AfterErrorKind::Overloaded
+    );
+    let s = state.stats();
+    assert_eq!((s.registered, s.pending, s.rejected), (2, 1, 1));
+}
+
+#[test]
+fn shed_oldest_leaves_the_per_request_bound_alone() {
+    let mut state = state(|b| {
+        b.max_concurrency(1)
+            .max_pending(1)
+            .max_pending_per_request(1)
+            .overload_policy(OverloadPolicy::ShedOldest)
+    });
+    let released = scope();
+    assert!(matches!(
+        state.submit(&released, job(1)),
+        Submitted::Start(_)
+    ));
+    assert!(matches!(
+        state.submit(&released, job(2)),
+        Submitted::Queued { .. }
+    ));
+    let admitted = state.admit(&scope(), 1, false);
+    assert!(
+        admitted.shed.is_none(),
+        "nothing is shed for a refused task"
+    );
+    let error = admitted.result.unwrap_err();
+    assert!(error.to_string().contains("max_pending_per_request"));
+    assert_eq!(state.stats().pending, 1);
 }

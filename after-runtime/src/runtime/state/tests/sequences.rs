@@ -60,7 +60,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn policy() -> impl Strategy<Value = OverloadPolicy> {
-    prop_oneof![Just(OverloadPolicy::Reject)]
+    prop_oneof![
+        Just(OverloadPolicy::Reject),
+        Just(OverloadPolicy::ShedOldest)
+    ]
 }
 
 /// One request as the scope would keep it.
@@ -129,14 +132,18 @@ impl Model {
         match &mut request.held {
             Some(held) => {
                 let first = request.waiting.is_none();
-                if let Ok(key) = self.state.admit(&request.scope, held.len(), first) {
+                let admitted = self.state.admit(&request.scope, held.len(), first);
+                if let Ok(key) = admitted.result {
                     request.waiting = request.waiting.or(key);
                     held.push(job(1));
                 }
+                // A shed task waited for a slot: it leaves the queue.
+                self.queued -= usize::from(admitted.shed.is_some());
             }
             None => match self.state.submit(&request.scope, job(1)) {
                 Submitted::Start(_) => self.running += 1,
-                Submitted::Queued => self.queued += 1,
+                // In the place of a shed one, if one was.
+                Submitted::Queued { shed } => self.queued += usize::from(shed.is_none()),
                 Submitted::Refused(..) => {}
             },
         }
