@@ -35,9 +35,12 @@ where
     drop(response); // the body is whole: its tasks are released
 }
 
-/// Error-level events, each as its message and its fields.
+/// An event's message and its other fields, by name.
+type Logged = (String, Vec<(String, String)>);
+
+/// The error-level events logged while it is installed.
 #[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+struct Events(Arc<Mutex<Vec<Logged>>>);
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
