@@ -130,3 +130,86 @@ pub(crate) fn task_event(
         "{event}",
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::AfterErrorKind;
+
+    /// The event's own fields, as the one log line records them.
+    fn own_fields(event: Event<'_>) -> Vec<String> {
+        let mut fields = Vec::new();
+        if let Some(error) = event.error() {
+            fields.push(format!("error={error:?}"));
+        }
+        if let Some(panic) = event.panic() {
+            fields.push(format!("panic={panic}"));
+        }
+        if let Some(timeout) = event.timeout() {
+            fields.push(format!("timeout={timeout:?}"));
+        }
+        fields
+    }
+
+    #[test]
+    fn each_event_reads_as_before_and_carries_only_its_own_field() {
+        let failure = "the webhook answered 503";
+        let refused = AfterError::new(AfterErrorKind::ShutDown);
+        let cases = [
+            (
+                Event::Failed(&failure),
+                "after task failed",
+                vec!["error=the webhook answered 503".to_owned()],
+            ),
+            (
+                Event::Panicked("index out of bounds"),
+                "after task panicked",
+                vec!["panic=index out of bounds".to_owned()],
+            ),
+            (
+                Event::TimedOut(Duration::from_secs(5)),
+                "after task timed out",
+                vec!["timeout=5s".to_owned()],
+            ),
+            (
+                Event::Cancelled(Cancelled::RunningAtDeadline),
+                "after task cancelled: it was still running at the shutdown deadline",
+                vec![],
+            ),
+            (
+                Event::Rejected(&refused),
+                "after task rejected",
+                vec![format!("error={refused}")],
+            ),
+            (
+                Event::DropPanicked,
+                "a value captured by an after task panicked while being dropped unrun",
+                vec![],
+            ),
+        ];
+        for (event, message, fields) in cases {
+            assert_eq!(event.to_string(), message);
+            assert_eq!(own_fields(event), fields, "{message}");
+        }
+        let shed = Event::Shed.to_string();
+        assert!(shed.starts_with("after task rejected: "), "{shed}");
+        assert!(own_fields(Event::Shed).is_empty());
+    }
+
+    #[test]
+    fn every_reason_to_cancel_says_why() {
+        let reasons = [
+            Cancelled::QueuedAtDeadline,
+            Cancelled::UnfinishedAtDeadline,
+            Cancelled::RunningAtDeadline,
+            Cancelled::ReleasedAfterShutdown,
+            Cancelled::NoTokioRuntime,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for reason in reasons {
+            let line = Event::Cancelled(reason).to_string();
+            assert!(line.starts_with("after task cancelled: it"), "{line}");
+            assert!(seen.insert(line), "two reasons read the same");
+        }
+    }
+}
