@@ -35,6 +35,22 @@ impl Counted {
     fn log(&self, parent: &tracing::Span, event: Event<'_>) {
         log::task_event(parent, &self.scope.request, self.location, event);
     }
+
+    /// Logs why the task was stopped, and how it ended.
+    fn interrupted(&self, span: &tracing::Span, interrupt: Interrupt) -> End {
+        match interrupt {
+            Interrupt::TimedOut => {
+                let limit = self.scope.runtime.task_timeout().unwrap_or_default();
+                self.log(span, Event::TimedOut(limit));
+                End::TimedOut
+            }
+            Interrupt::Cancelled => {
+                let request = &self.scope.request.span;
+                self.log(request, Event::Cancelled(Cancelled::RunningAtDeadline));
+                End::Cancelled
+            }
+        }
+    }
 }
 
 impl Drop for Counted {
@@ -182,18 +198,8 @@ impl Future for Run {
                 let interrupted = this
                     .interrupted
                     .get_or_insert_with(|| interrupted(runtime.clone()));
-                match ready!(interrupted.as_mut().poll(cx)) {
-                    Interrupt::TimedOut => {
-                        let limit = runtime.task_timeout().unwrap_or_default();
-                        counted.log(span, Event::TimedOut(limit));
-                        End::TimedOut
-                    }
-                    Interrupt::Cancelled => {
-                        let request = &counted.scope.request.span;
-                        counted.log(request, Event::Cancelled(Cancelled::RunningAtDeadline));
-                        End::Cancelled
-                    }
-                }
+                let interrupt = ready!(interrupted.as_mut().poll(cx));
+                counted.interrupted(span, interrupt)
             }
         };
         #[cfg(feature = "metrics")]
