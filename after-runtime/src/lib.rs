@@ -63,6 +63,12 @@
 //! belongs in a durable queue (a table your handler writes in its transaction, or a
 //! job queue backed by PostgreSQL or Redis).
 //!
+//! # How it is built
+//!
+//! `ARCHITECTURE.md`, at the root of the repository, maps the source for a reader:
+//! which file holds what, which way its imports point, and how a task travels from
+//! `after!` or [`after()`](fn@after) to its end.
+//!
 //! # Compared with the alternatives
 //!
 //! | | `after_runtime` | Next.js `after()` | `tokio::spawn` in the handler | FastAPI `BackgroundTasks` |
