@@ -27,6 +27,7 @@ pub(crate) struct RequestInfo {
 
 impl RequestInfo {
     /// A request being served here, on the current tokio runtime if there is one.
+    #[inline]
     pub(crate) fn new(method: Method, path: Path, span: tracing::Span) -> Self {
         RequestInfo {
             method,

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use self::state::{Queued, Split, State, Submitted};
+use self::state::{Queued, Shed, Split, State, Submitted};
 use crate::config::{Builder, Config};
 use crate::error::AfterError;
 use crate::executor;
@@ -396,19 +396,28 @@ impl Shared {
 pub(crate) struct Unlocked<'a> {
     /// Published when dropped, after the shed task.
     _counts: Delta<'a>,
-    shed: Option<Queued>,
+    shed: Option<Shed>,
 }
 
 impl Drop for Unlocked<'_> {
+    #[inline]
     fn drop(&mut self) {
         drop_shed(self.shed.take());
     }
 }
 
-/// Logs and drops a task shed to make room for a newer one.
-fn drop_shed(shed: Option<Queued>) {
-    if let Some((scope, job)) = shed {
-        scope.log(job.location, Event::Shed);
-        job.drop_unrun(&scope.request);
+/// Logs and drops a task shed to make room for a newer one, if there is one.
+#[inline]
+fn drop_shed(shed: Option<Shed>) {
+    if let Some(shed) = shed {
+        log_and_drop_shed(shed);
     }
+}
+
+/// Cold: shedding happens only under `OverloadPolicy::ShedOldest` past `max_pending`.
+#[cold]
+fn log_and_drop_shed(shed: Shed) {
+    let (scope, job) = *shed;
+    scope.log(job.location, Event::Shed);
+    job.drop_unrun(&scope.request);
 }

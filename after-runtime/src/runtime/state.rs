@@ -29,6 +29,10 @@ const QUEUE_KEEP: usize = 1024;
 /// A released task waiting for a slot, with its request's scope.
 pub(crate) type Queued = (Arc<RequestScope>, Job);
 
+/// A task shed to make room, for the caller to log and drop. Boxed: every
+/// registration carries the place for one, and a pointer is cheaper to move.
+pub(crate) type Shed = Box<Queued>;
+
 /// A scope's entry in the runtime's list of scopes whose tasks wait for a response.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WaitingKey(usize);
@@ -65,7 +69,7 @@ pub(super) struct Admitted {
     /// refused.
     pub(super) result: Result<Option<WaitingKey>, AfterError>,
     /// A task dropped to make room for this one (`OverloadPolicy::ShedOldest`).
-    pub(super) shed: Option<Queued>,
+    pub(super) shed: Option<Shed>,
 }
 
 /// What `submit` decided for a task whose response is finished.
@@ -73,7 +77,7 @@ pub(super) enum Submitted {
     /// A slot was free: it is counted as running, for the caller to start.
     Start(Job),
     /// It waits in the queue for a slot, maybe in the place of a shed task.
-    Queued { shed: Option<Queued> },
+    Queued { shed: Option<Shed> },
     /// Refused, and counted as rejected.
     Refused(AfterError, Job),
 }
@@ -87,6 +91,9 @@ pub(super) enum Split {
     Some { start: Jobs, cancelled: Jobs },
 }
 
+// The changes every request makes (admit, release, finish) are `#[inline]`: split
+// out of the runtime's calls they were written in, they would otherwise cost each
+// request a call and a copy of their result, which the instruction count shows.
 impl State {
     pub(super) fn new(limits: Config) -> Self {
         State {
@@ -100,6 +107,7 @@ impl State {
         }
     }
 
+    #[inline]
     pub(super) fn stats(&self) -> Stats {
         self.stats
     }
@@ -108,6 +116,7 @@ impl State {
     /// when shut down or overloaded: the request already holds `held` tasks, and all
     /// requests together `max_pending`. With `first`, the scope enters the waiting
     /// list.
+    #[inline]
     pub(super) fn admit(
         &mut self,
         scope: &Arc<RequestScope>,
@@ -157,7 +166,8 @@ impl State {
 
     /// Whether one more task may wait, its request holding `held` already (when its
     /// response is not finished): `Ok` with the task shed to make room, if one was.
-    fn room_to_wait(&mut self, held: Option<usize>) -> Result<Option<Queued>, AfterError> {
+    #[inline]
+    fn room_to_wait(&mut self, held: Option<usize>) -> Result<Option<Shed>, AfterError> {
         let limits = &self.limits;
         if self.phase >= Phase::Closed {
             return Err(AfterError::new(AfterErrorKind::ShutDown));
@@ -176,21 +186,24 @@ impl State {
         }
     }
 
-    /// Drops the task that has waited longest for a slot, counted as rejected, to
-    /// make room; refuses the new one when no task waits for a slot.
-    fn shed_oldest(&mut self) -> Result<Queued, AfterError> {
+    /// Takes out the task that has waited longest for a slot, counted as rejected,
+    /// to make room (the caller logs and drops it); refuses the new task when none
+    /// waits for a slot.
+    #[cold]
+    fn shed_oldest(&mut self) -> Result<Shed, AfterError> {
         let oldest = self
             .queue
             .pop_front()
             .ok_or(AfterError::new(AfterErrorKind::Overloaded))?;
         self.stats.pending -= 1;
         self.stats.rejected += 1;
-        Ok(oldest)
+        Ok(Box::new(oldest))
     }
 
     /// Hands a request's released tasks over, in order: each starts now if a slot is
     /// free, else waits in order for one; cancelled if the runtime is closed. Takes
     /// the scope off the waiting list.
+    #[inline]
     pub(super) fn release(
         &mut self,
         scope: &Arc<RequestScope>,
@@ -223,6 +236,7 @@ impl State {
     }
 
     /// Takes `scope` off the list of scopes waiting for their response.
+    #[inline]
     fn leave_waiting(&mut self, scope: &Arc<RequestScope>, waiting: Option<WaitingKey>) {
         let Some(WaitingKey(key)) = waiting else {
             return;
@@ -240,6 +254,7 @@ impl State {
 
     /// A running task ended: counts its end; returns the next waiting task, now
     /// counted as running, for the caller to start.
+    #[inline]
     pub(super) fn finish(&mut self, end: End, location: Location) -> Option<Queued> {
         self.stats.running -= 1;
         match end {
@@ -253,6 +268,7 @@ impl State {
     }
 
     /// The task that has waited longest for a slot, now counted as running.
+    #[inline]
     fn start_next(&mut self) -> Option<Queued> {
         let next = self.queue.pop_front();
         // Give back what a burst grew the queue to, once it has drained.
@@ -268,6 +284,7 @@ impl State {
 
     /// Whether a shutdown waits for the last running task, and it has ended. Only a
     /// shutdown waits for it, so the caller can skip waking anyone otherwise.
+    #[inline]
     pub(super) fn idle_and_watched(&self) -> bool {
         self.phase != Phase::Running && self.stats.running == 0
     }
@@ -278,6 +295,7 @@ impl State {
         self.cancelled_at.push(location);
     }
 
+    #[inline]
     fn max_concurrency(&self) -> u64 {
         self.limits.max_concurrency as u64
     }

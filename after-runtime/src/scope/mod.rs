@@ -117,6 +117,8 @@ impl RequestScope {
 
     /// The response is finished: hands every waiting task to the executor, in
     /// registration order. Later calls do nothing.
+    // Inline into `Release::drop`, in another file now, as it was when they shared one.
+    #[inline]
     pub(crate) fn release(self: &Arc<Self>, outcome: Outcome) {
         if let Some((jobs, waiting)) = self.close(outcome)
             && jobs.len() > 0
@@ -136,6 +138,7 @@ impl RequestScope {
     /// Marks the response finished with `outcome` and hands out the tasks that were
     /// waiting for it, in registration order, with the scope's waiting-list entry;
     /// `None` if it was already finished.
+    #[inline]
     fn close(&self, outcome: Outcome) -> Option<(Jobs, Option<WaitingKey>)> {
         let mut state = self.state();
         match std::mem::replace(&mut *state, State::Released(outcome)) {

@@ -353,18 +353,15 @@ fn shed_oldest_drops_the_task_that_waited_longest_for_a_slot_for_the_new_one() {
     ));
 
     // Full: a submitted task takes the place of the oldest waiting for a slot.
-    let Submitted::Queued {
-        shed: Some((_, shed)),
-    } = state.submit(&released, job(4))
-    else {
+    let Submitted::Queued { shed: Some(shed) } = state.submit(&released, job(4)) else {
         panic!("the oldest is shed");
     };
-    assert_eq!(shed.location.line(), 2);
+    assert_eq!(shed.1.location.line(), 2);
     // And so does a task held for its response.
     let open = scope();
     let admitted = state.admit(&open, 0, true);
     assert!(admitted.result.unwrap().is_some());
-    assert_eq!(admitted.shed.map(|(_, job)| job.location.line()), Some(3));
+    assert_eq!(admitted.shed.map(|shed| shed.1.location.line()), Some(3));
 
     let s = state.stats();
     assert_eq!(
