@@ -35,7 +35,9 @@ pub struct Stats {
     pub panicked: u64,
     /// Tasks cancelled by the task timeout.
     pub timed_out: u64,
-    /// Registrations refused: overload policy, or runtime shut down.
+    /// Registrations refused (overload policy, or runtime shut down), and tasks
+    /// [`OverloadPolicy::ShedOldest`](crate::OverloadPolicy::ShedOldest) dropped unrun
+    /// to make room for newer ones.
     pub rejected: u64,
     /// Tasks cancelled at the shutdown deadline, or released after shutdown.
     pub cancelled: u64,

@@ -6,10 +6,12 @@
 //! - `current.rs`: the task-locals that let code find its scope, with `after()` and
 //!   `outcome()`, the public functions that read them.
 //!
-//! The scope and the runtime import each other, and that is the one cycle of the
-//! engine: the scope admits each registration into the runtime (which counts it and
-//! applies the bounds), and the runtime, at the shutdown deadline, takes back the
-//! tasks of scopes whose responses never finished.
+//! The scope and the runtime import each other, one of the engine's two cycles (the
+//! other is the runtime and the executor): the scope admits each registration into
+//! the runtime (which counts it and applies the bounds), and the runtime holds
+//! released tasks with their scope and, at the shutdown deadline, takes back the
+//! tasks of scopes whose responses never finished. The scope never reaches the
+//! executor.
 
 mod current;
 mod release;
