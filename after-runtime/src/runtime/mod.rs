@@ -410,14 +410,13 @@ impl Drop for Unlocked<'_> {
 #[inline]
 fn drop_shed(shed: Option<Shed>) {
     if let Some(shed) = shed {
-        log_and_drop_shed(shed);
+        log_and_drop_shed(*shed);
     }
 }
 
 /// Cold: shedding happens only under `OverloadPolicy::ShedOldest` past `max_pending`.
 #[cold]
-fn log_and_drop_shed(shed: Shed) {
-    let (scope, job) = *shed;
+fn log_and_drop_shed((scope, job): Queued) {
     scope.log(job.location, Event::Shed);
     job.drop_unrun(&scope.request);
 }
