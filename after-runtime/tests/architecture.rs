@@ -23,7 +23,7 @@ const ENGINE_FILES: [&str; 7] = [
     "runtime/mod.rs",
     "runtime/shutdown.rs",
     "runtime/state.rs",
-    "scope/mod.rs",
+    "scope.rs",
     "scope/current.rs",
     "scope/release.rs",
 ];
@@ -64,13 +64,13 @@ fn the_leaves_import_nothing_of_the_engine() {
 fn the_only_cycles_are_the_runtime_with_the_scope_and_with_the_executor() {
     // The scope never reaches the executor, and its guard and task-locals reach the
     // runtime only through the scope.
-    for file in ["scope/mod.rs", "scope/current.rs", "scope/release.rs"] {
+    for file in ["scope.rs", "scope/current.rs", "scope/release.rs"] {
         assert!(!engine_imports(file).contains(&"executor"), "{file}");
     }
     for file in ["scope/current.rs", "scope/release.rs"] {
         assert!(!engine_imports(file).contains(&"runtime"), "{file}");
     }
-    assert_eq!(engine_imports("scope/mod.rs"), ["runtime"]);
+    assert_eq!(engine_imports("scope.rs"), ["runtime"]);
     assert_eq!(engine_imports("executor.rs"), ["runtime", "scope"]);
     // Above the engine: `Cookies` reads the scope, and nothing imports it back.
     assert_eq!(engine_imports("context.rs"), ["scope"]);

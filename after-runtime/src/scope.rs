@@ -1,10 +1,11 @@
 //! The request scope: where a request's tasks wait until its response is finished.
 //!
-//! - `mod.rs` (here): [`RequestScope`], its two states (the response is open, or
-//!   finished with an outcome), and the moves between them: `register` and `release`.
-//! - `release.rs`: [`Release`], the guard whose drop releases the tasks.
-//! - `current.rs`: the task-locals that let code find its scope, with `after()` and
-//!   `outcome()`, the public functions that read them.
+//! - `scope.rs` (here): [`RequestScope`], its two states (the response is open, or
+//!   finished with an outcome), the moves between them (`register` and `release`),
+//!   and [`after()`], the public way to register into the current scope.
+//! - `scope/release.rs`: [`Release`], the guard whose drop releases the tasks.
+//! - `scope/current.rs`: the task-locals that let code find its scope, and
+//!   [`outcome()`], which reads the running task's.
 //!
 //! The scope and the runtime import each other, one of the engine's two cycles (the
 //! other is the runtime and the executor): the scope admits each registration into
@@ -16,21 +17,23 @@
 mod current;
 mod release;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cookie::CookieJar;
 use http::{HeaderMap, Method};
 
-use crate::error::AfterError;
+use crate::error::{AfterError, AfterErrorKind};
 use crate::job::{Job, Jobs};
 use crate::log::{self, Event};
 use crate::outcome::{Delivery, Outcome};
 pub(crate) use crate::request::Path;
 use crate::request::{Captured, RequestInfo};
 use crate::runtime::{AfterRuntime, WaitingKey};
+use crate::task::{Location, TaskOutput};
 
+pub use self::current::outcome;
 pub(crate) use self::current::{REQUEST, RUNNING, current_span, layer_scope};
-pub use self::current::{after, outcome};
 pub(crate) use self::release::Release;
 
 /// One request's tasks, and what they may read of it.
@@ -166,7 +169,7 @@ impl RequestScope {
     }
 
     /// Logs `event` for a task of this request, under the request's span.
-    pub(crate) fn log(&self, location: crate::task::Location, event: Event<'_>) {
+    pub(crate) fn log(&self, location: Location, event: Event<'_>) {
         log::task_event(&self.request.span, &self.request, location, event);
     }
 
@@ -192,3 +195,57 @@ impl RequestScope {
 /// where the task-local is not set.
 #[derive(Clone)]
 pub(crate) struct LayerScope(pub(crate) Arc<RequestScope>);
+
+/// Runs `future` after the current request's response has been sent.
+///
+/// Call it anywhere in a request's task under [`AfterLayer`](crate::AfterLayer): the
+/// handler, a helper it awaits, middleware inside the layer, or a running after task
+/// (where the new task starts at once). It only enqueues: it never waits and never
+/// blocks. The future may end in `()` or `Result<(), E>` with `E: Display`; an
+/// `Err` or a panic is logged and counted, never seen by the client.
+///
+/// # Errors
+///
+/// Outside a request scope, [`AfterErrorKind::NoScope`]: the future is dropped unrun
+/// and the caller told, never silently. After shutdown or past `max_pending`,
+/// [`AfterErrorKind::ShutDown`] or [`AfterErrorKind::Overloaded`], also counted in
+/// [`Stats::rejected`](crate::Stats::rejected).
+///
+/// # Example
+///
+/// ```
+/// use after_runtime::{after, AfterLayer, AfterRuntime};
+/// use axum::{routing::post, Router};
+///
+/// async fn signup() -> &'static str {
+///     // A helper can register work too; it runs once the response is out.
+///     send_welcome_mail("ada@example.com");
+///     "welcome"
+/// }
+///
+/// fn send_welcome_mail(to: &'static str) {
+///     let registered = after(async move {
+///         // ... talk to the mail server ...
+///         Ok::<(), std::io::Error>(())
+///     });
+///     if let Err(err) = registered {
+///         tracing::warn!(%err, to, "welcome mail not scheduled");
+///     }
+/// }
+///
+/// let runtime = AfterRuntime::builder().build();
+/// let app: Router = Router::new()
+///     .route("/signup", post(signup))
+///     .layer(AfterLayer::new(runtime));
+/// # let _ = app;
+/// ```
+#[track_caller]
+pub fn after<F>(future: F) -> Result<(), AfterError>
+where
+    F: Future + Send + 'static,
+    F::Output: TaskOutput,
+{
+    let location = Location::caller();
+    let scope = current::current().ok_or(AfterError::new(AfterErrorKind::NoScope))?;
+    scope.register(Job::new(future, location))
+}
