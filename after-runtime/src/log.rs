@@ -118,8 +118,11 @@ pub(crate) fn task_event(
     location: Location,
     event: Event<'_>,
 ) {
-    // Fields that are `None` are not recorded: each line carries only its own.
+    // Fields that are `None` are not recorded: each line carries only its own. The
+    // target is the one these lines had when the executor logged them, with the
+    // `after_task` span: filters written against it keep working.
     tracing::error!(
+        target: "after_runtime::executor",
         parent: parent,
         method = %request.method,
         path = request.path.as_str(),

@@ -35,7 +35,7 @@ where
     drop(response); // the body is whole: its tasks are released
 }
 
-/// An event's message and its other fields, by name.
+/// An event's message, and its target and other fields, by name.
 type Logged = (String, Vec<(String, String)>);
 
 /// The error-level events logged while it is installed.
@@ -54,7 +54,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
             }
         }
         if *event.metadata().level() == tracing::Level::ERROR {
-            let mut fields = Fields(String::new(), Vec::new());
+            let target = ("target".to_owned(), event.metadata().target().to_owned());
+            let mut fields = Fields(String::new(), vec![target]);
             event.record(&mut fields);
             self.0.lock().unwrap().push((fields.0, fields.1));
         }
@@ -155,6 +156,8 @@ async fn shed_oldest_drops_the_oldest_task_waiting_for_a_slot_for_a_new_one() {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str())
         };
+        // Where the task events have always been logged from.
+        assert_eq!(field("target"), Some("after_runtime::executor"));
         assert_eq!(field("method"), Some("GET"));
         assert_eq!(field("path"), Some("\"/\""));
         let location = field("location").unwrap();
