@@ -1,33 +1,26 @@
-//! Running one task: its span, panic isolation, timeout, cancellation, and the log
-//! line for every way it can end.
+//! Running one task: its span, panic isolation, timeout, cancellation, and how it
+//! ended, which it reports back to the runtime (the runtime starts tasks here, and
+//! this file reports their ends there: the two run tasks together).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures_util::FutureExt;
 use futures_util::future::CatchUnwind;
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 
-use crate::error::AfterError;
+use crate::job::{BoxFuture, Job, forget_panic};
+use crate::log::{self, Cancelled, Event};
 #[cfg(feature = "metrics")]
 use crate::metrics;
 use crate::runtime::AfterRuntime;
 use crate::scope::{RUNNING, RequestScope};
-use crate::task::{BoxFuture, Job, Location, forget_panic};
-
-/// How a running task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    Succeeded,
-    Failed,
-    Panicked,
-    TimedOut,
-    Cancelled,
-}
+use crate::stats::End;
+use crate::task::Location;
 
 /// Counts the task as cancelled if it is dropped before it ends, as when the tokio
 /// runtime itself shuts down, so no task goes uncounted.
@@ -35,6 +28,29 @@ struct Counted {
     scope: Arc<RequestScope>,
     location: Location,
     end: Option<End>,
+}
+
+impl Counted {
+    /// Logs `event` for this task, as a child of `parent`.
+    fn log(&self, parent: &tracing::Span, event: Event<'_>) {
+        log::task_event(parent, &self.scope.request, self.location, event);
+    }
+
+    /// Logs why the task was stopped, and how it ended.
+    fn interrupted(&self, span: &tracing::Span, interrupt: Interrupt) -> End {
+        match interrupt {
+            Interrupt::TimedOut => {
+                let limit = self.scope.runtime.task_timeout().unwrap_or_default();
+                self.log(span, Event::TimedOut(limit));
+                End::TimedOut
+            }
+            Interrupt::Cancelled => {
+                let request = &self.scope.request.span;
+                self.log(request, Event::Cancelled(Cancelled::RunningAtDeadline));
+                End::Cancelled
+            }
+        }
+    }
 }
 
 impl Drop for Counted {
@@ -99,6 +115,7 @@ enum Interrupt {
 /// if it has one, and the shutdown deadline.
 type Interrupted = Pin<Box<dyn Future<Output = Interrupt> + Send>>;
 
+/// Waits for the task's timeout or the shutdown deadline, whichever comes first.
 ///
 /// Unconstrained by tokio's cooperative budget: it is polled right after the task,
 /// which may have spent the whole budget (a task draining a busy channel does, on
@@ -152,7 +169,7 @@ impl Future for Run {
         #[cfg(feature = "metrics")]
         this.started.get_or_insert_with(std::time::Instant::now);
         let span = this.span.get_or_insert_with(|| task_span(counted));
-        let outcome = {
+        let polled = {
             let _entered = span.enter();
             match this.task.as_mut().as_pin_mut() {
                 Some(task) if counted.end.is_none() => task.poll(cx),
@@ -160,29 +177,14 @@ impl Future for Run {
                 _ => return Poll::Ready(()),
             }
         };
-        let end = match outcome {
+        let end = match polled {
             Poll::Ready(Ok(None)) => End::Succeeded,
             Poll::Ready(Ok(Some(error))) => {
-                tracing::error!(
-                    parent: &*span,
-                    method = %counted.scope.method,
-                    path = counted.scope.path.as_str(),
-                    location = %counted.location,
-                    %error,
-                    "after task failed",
-                );
+                counted.log(span, Event::Failed(&error));
                 End::Failed
             }
             Poll::Ready(Err(panic)) => {
-                let message = panic_message(&*panic);
-                tracing::error!(
-                    parent: &*span,
-                    method = %counted.scope.method,
-                    path = counted.scope.path.as_str(),
-                    location = %counted.location,
-                    panic = message,
-                    "after task panicked",
-                );
+                counted.log(span, Event::Panicked(panic_message(&*panic)));
                 // A payload whose own `Drop` panics would unwind out of this poll,
                 // past the task's count and span.
                 forget_panic(panic);
@@ -196,28 +198,8 @@ impl Future for Run {
                 let interrupted = this
                     .interrupted
                     .get_or_insert_with(|| interrupted(runtime.clone()));
-                match interrupted.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Interrupt::TimedOut) => {
-                        tracing::error!(
-                            parent: &*span,
-                            method = %counted.scope.method,
-                            path = counted.scope.path.as_str(),
-                            location = %counted.location,
-                            timeout = ?runtime.task_timeout().unwrap_or_default(),
-                            "after task timed out",
-                        );
-                        End::TimedOut
-                    }
-                    Poll::Ready(Interrupt::Cancelled) => {
-                        log_cancelled(
-                            &counted.scope,
-                            counted.location,
-                            "it was still running at the shutdown deadline",
-                        );
-                        End::Cancelled
-                    }
-                }
+                let interrupt = ready!(interrupted.as_mut().poll(cx));
+                counted.interrupted(span, interrupt)
             }
         };
         #[cfg(feature = "metrics")]
@@ -236,18 +218,18 @@ impl Future for Run {
 /// more than the rest of a short task (with tracing's `log` feature it records its
 /// fields). Otherwise the subscriber decides, by this span's own name and fields.
 fn task_span(counted: &Counted) -> tracing::Span {
-    let scope = &counted.scope;
+    let request = &counted.scope.request;
     if !tracing::dispatcher::has_been_set() {
         return tracing::Span::none();
     }
     let span = tracing::info_span!(
         parent: None,
         "after_task",
-        method = %scope.method,
-        path = scope.path.as_str(),
+        method = %request.method,
+        path = request.path.as_str(),
         location = %counted.location,
     );
-    span.follows_from(&scope.span);
+    span.follows_from(&request.span);
     span
 }
 
@@ -257,25 +239,4 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("<non-string panic payload>")
-}
-
-pub(crate) fn log_cancelled(scope: &RequestScope, location: Location, why: &str) {
-    tracing::error!(
-        parent: &scope.span,
-        method = %scope.method,
-        path = scope.path.as_str(),
-        location = %location,
-        "after task cancelled: {why}",
-    );
-}
-
-pub(crate) fn log_rejected(scope: &RequestScope, location: Location, error: &AfterError) {
-    tracing::error!(
-        parent: &scope.span,
-        method = %scope.method,
-        path = scope.path.as_str(),
-        location = %location,
-        %error,
-        "after task rejected",
-    );
 }

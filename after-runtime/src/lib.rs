@@ -63,6 +63,12 @@
 //! belongs in a durable queue (a table your handler writes in its transaction, or a
 //! job queue backed by PostgreSQL or Redis).
 //!
+//! # How it is built
+//!
+//! `ARCHITECTURE.md`, at the root of the repository, maps the source for a reader:
+//! which file holds what, which way its imports point, and how a task travels from
+//! `after!` or [`after()`](fn@after) to its end.
+//!
 //! # Compared with the alternatives
 //!
 //! | | `after_runtime` | Next.js `after()` | `tokio::spawn` in the handler | FastAPI `BackgroundTasks` |
@@ -221,14 +227,17 @@
 //! outside the request scope). `after!` blocks do not depend on the task-local: they
 //! carry their request's context.
 
-mod builder;
+mod config;
 mod context;
 mod error;
 mod executor;
+mod job;
 pub mod layer;
+mod log;
 mod macros;
 mod metrics;
 mod outcome;
+mod request;
 mod runtime;
 mod scope;
 mod stats;
@@ -238,14 +247,14 @@ mod task;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use builder::{Builder, OverloadPolicy};
+pub use config::{Builder, OverloadPolicy};
 pub use context::{Cookies, Headers};
 pub use cookie::Cookie;
 pub use error::{AfterError, AfterErrorKind};
 pub use layer::AfterLayer;
-pub use outcome::{Delivery, Outcome, outcome};
+pub use outcome::{Delivery, Outcome};
 pub use runtime::AfterRuntime;
-pub use scope::after;
+pub use scope::{after, outcome};
 pub use stats::{ShutdownReport, Stats};
 pub use task::{Location, TaskOutput};
 

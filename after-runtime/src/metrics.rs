@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 #[cfg(feature = "metrics")]
-use crate::executor::End;
+use crate::stats::End;
 use crate::stats::Stats;
 
 /// Publishes the counters' growth between two consistent states: counters only

@@ -1,16 +1,19 @@
-//! What became of the response, as seen by the tasks it registered.
+//! What became of the response, as seen by the tasks it registered. The types only:
+//! [`outcome()`](crate::outcome()), which reads the running task's, is with the other
+//! task-locals in `scope/current.rs`.
+//!
+//! A leaf: it imports nothing of the engine.
 
 use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::scope;
-
 /// What became of the response whose request registered the running task.
 ///
-/// Read it with [`outcome()`] inside a task. With [`AfterLayer`](crate::AfterLayer) it
-/// knows the status, the time from request to response head, and whether the body
-/// reached the client; without the layer only that the handler ended.
+/// Read it with [`outcome()`](crate::outcome()) inside a task. With
+/// [`AfterLayer`](crate::AfterLayer) it knows the status, the time from request to
+/// response head, and whether the body reached the client; without the layer only
+/// that the handler ended.
 ///
 /// ```
 /// use after_runtime::{Delivery, Outcome};
@@ -104,18 +107,4 @@ impl Outcome {
     pub fn delivery(&self) -> Delivery {
         self.delivery
     }
-}
-
-/// What became of the response of the request that registered the running task.
-///
-/// `None` outside a running after task.
-///
-/// ```
-/// use after_runtime::outcome;
-///
-/// // Not inside an after task:
-/// assert!(outcome().is_none());
-/// ```
-pub fn outcome() -> Option<Outcome> {
-    scope::running_outcome()
 }

@@ -9,10 +9,11 @@ use axum_core::extract::FromRequestParts;
 use http::request::Parts;
 
 use crate::context::{Cookies, Headers};
+use crate::job::Job;
 use crate::runtime::AfterRuntime;
 use crate::scope::{self, LayerScope, Path, Release, RequestScope};
 pub use crate::task::Location;
-use crate::task::{Job, TaskOutput};
+use crate::task::TaskOutput;
 
 /// The error type of an `after!` block that uses `?` and ends in a plain `Ok(())`,
 /// in a statement, or in a `()` value, so `?` accepts any error.

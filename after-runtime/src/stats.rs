@@ -1,4 +1,5 @@
-//! Counts of what became of every task, and the shutdown report.
+//! Counts of what became of every task, how a task ended, and the shutdown report.
+//! A leaf: it imports nothing of the engine.
 
 use std::fmt;
 
@@ -34,7 +35,9 @@ pub struct Stats {
     pub panicked: u64,
     /// Tasks cancelled by the task timeout.
     pub timed_out: u64,
-    /// Registrations refused: overload policy, or runtime shut down.
+    /// Registrations refused (overload policy, or runtime shut down), and tasks
+    /// [`OverloadPolicy::ShedOldest`](crate::OverloadPolicy::ShedOldest) dropped unrun
+    /// to make room for newer ones.
     pub rejected: u64,
     /// Tasks cancelled at the shutdown deadline, or released after shutdown.
     pub cancelled: u64,
@@ -57,6 +60,16 @@ impl Stats {
             + self.rejected
             + self.cancelled
     }
+}
+
+/// How a task that ran ended: the count it moves to from `running`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    Succeeded,
+    Failed,
+    Panicked,
+    TimedOut,
+    Cancelled,
 }
 
 /// What [`AfterRuntime::shutdown`](crate::AfterRuntime::shutdown) leaves behind.

@@ -1,9 +1,9 @@
-//! What a registered task is: its future, where it was written, and what it returns.
+//! The public task contract: what a task may return ([`TaskOutput`]) and where it
+//! was written ([`Location`]). The engine's own record of a task is in `job.rs`.
+//!
+//! A leaf: it imports nothing of the engine.
 
 use std::fmt::Display;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 
 /// The values an after task may end with: `()`, or `Result<(), E>` where `E: Display`.
 ///
@@ -161,90 +161,5 @@ impl Location {
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}:{}", self.file, self.line, self.column)
-    }
-}
-
-/// A task's future, erased; it resolves to the task's error message, if it failed.
-pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
-
-/// A registered task, waiting for its request to finish or for a free slot.
-pub(crate) struct Job {
-    pub(crate) future: BoxFuture,
-    pub(crate) location: Location,
-}
-
-impl Job {
-    pub(crate) fn new<F>(future: F, location: Location) -> Self
-    where
-        F: Future + Send + 'static,
-        F::Output: TaskOutput,
-    {
-        Job {
-            future: Box::pin(async move { future.await.into_error() }),
-            location,
-        }
-    }
-}
-
-/// Tasks in registration order, the first inline: a request usually registers one.
-impl Job {
-    /// Drops a task that will not run (rejected, or cancelled before it started).
-    /// A value it captured may panic in its `Drop`: that is contained here, and
-    /// logged, so the bookkeeping around it (a shutdown, a rejection) always
-    /// completes.
-    pub(crate) fn drop_unrun(self) {
-        let location = self.location;
-        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(self))) {
-            tracing::error!(
-                location = %location,
-                "a value captured by an after task panicked while being dropped unrun",
-            );
-            forget_panic(panic);
-        }
-    }
-}
-
-/// Drops a panic's payload, containing a panic in the payload's own `Drop` (whose
-/// payload is forgotten).
-pub(crate) fn forget_panic(panic: Box<dyn std::any::Any + Send>) {
-    if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(panic))) {
-        std::mem::forget(again);
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Jobs {
-    first: Option<Job>,
-    rest: Vec<Job>,
-}
-
-impl Jobs {
-    pub(crate) fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
-    }
-
-    /// The only task (or none), or every task back when there are several.
-    pub(crate) fn single(self) -> Result<Option<Job>, Jobs> {
-        if self.rest.is_empty() {
-            Ok(self.first)
-        } else {
-            Err(self)
-        }
-    }
-
-    pub(crate) fn push(&mut self, job: Job) {
-        match self.first {
-            None => self.first = Some(job),
-            Some(_) => self.rest.push(job),
-        }
-    }
-}
-
-impl IntoIterator for Jobs {
-    type Item = Job;
-    type IntoIter = std::iter::Chain<std::option::IntoIter<Job>, std::vec::IntoIter<Job>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.rest)
     }
 }

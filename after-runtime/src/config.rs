@@ -1,8 +1,21 @@
-//! Configuring an [`AfterRuntime`].
+//! Configuring an [`AfterRuntime`](crate::AfterRuntime): the settings, their defaults,
+//! and the [`Builder`] that fills them.
+//!
+//! A leaf: it imports nothing of the engine. `Builder::build`, which makes the
+//! runtime, is written in `runtime/mod.rs`, so the arrow points from the runtime to
+//! its settings and never back.
 
 use std::time::Duration;
 
-use crate::runtime::{AfterRuntime, Config};
+/// The settings a runtime runs by, as the [`Builder`] filled them.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_concurrency: usize,
+    pub(crate) max_pending: usize,
+    pub(crate) max_pending_per_request: usize,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) overload: OverloadPolicy,
+}
 
 /// What happens to a registration when `max_pending` tasks are already waiting.
 ///
@@ -23,9 +36,33 @@ pub enum OverloadPolicy {
     /// caller at once.
     #[default]
     Reject,
+    /// Make room by dropping the task that has waited longest for a concurrency
+    /// slot: it is dropped unrun, counted in `rejected` and logged at error level,
+    /// and the new task is taken. When no task waits for a slot (every waiting task
+    /// still waits for its response), the new one is refused as with
+    /// [`Reject`](Self::Reject).
+    ///
+    /// For work whose worth fades with age (cache refreshes, presence updates,
+    /// notifications a newer one supersedes): under a lasting overload the newest
+    /// tasks run, instead of the newest being turned away while stale ones wait.
+    /// Only tasks waiting for a slot are shed, oldest first, as they wait in that
+    /// order; a task still waiting for its response is held by its request, which
+    /// `max_pending_per_request` already bounds.
+    ///
+    /// ```
+    /// use after_runtime::{AfterRuntime, OverloadPolicy};
+    ///
+    /// let runtime = AfterRuntime::builder()
+    ///     .max_pending(1_000)
+    ///     .overload_policy(OverloadPolicy::ShedOldest)
+    ///     .build();
+    /// # let _ = runtime;
+    /// ```
+    ShedOldest,
 }
 
-/// Builds an [`AfterRuntime`]; from [`AfterRuntime::builder`].
+/// Builds an [`AfterRuntime`](crate::AfterRuntime); from
+/// [`AfterRuntime::builder`](crate::AfterRuntime::builder).
 ///
 /// ```
 /// use std::time::Duration;
@@ -176,15 +213,8 @@ impl Builder {
         self
     }
 
-    /// Builds the runtime. It needs no tokio runtime to be built; tasks are spawned
-    /// on the tokio runtime that served their request.
-    ///
-    /// ```
-    /// # use after_runtime::AfterRuntime;
-    /// let runtime = AfterRuntime::builder().build();
-    /// assert_eq!(runtime.stats().registered, 0);
-    /// ```
-    pub fn build(self) -> AfterRuntime {
-        AfterRuntime::from_config(self.config)
+    /// The settings, for `build`.
+    pub(crate) fn into_config(self) -> Config {
+        self.config
     }
 }
