@@ -55,9 +55,11 @@ impl Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.scope
-            .runtime
-            .finish(self.end.unwrap_or(End::Cancelled), self.location);
+        self.scope.runtime.finish(
+            self.end.unwrap_or(End::Cancelled),
+            self.location,
+            &self.scope.request,
+        );
     }
 }
 

@@ -204,7 +204,7 @@
 //! axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
 //! // 2. Let their after work finish; cancel what is left after 20 s.
 //! let report = runtime.shutdown(Duration::from_secs(20)).await;
-//! if !report.cancelled.is_empty() {
+//! if !report.unfinished.is_empty() {
 //!     tracing::error!(%report, "after tasks cancelled at shutdown");
 //! }
 //! # Ok(()) }
@@ -227,6 +227,8 @@
 //! outside the request scope). `after!` blocks do not depend on the task-local: they
 //! carry their request's context.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 mod context;
 mod error;
@@ -235,6 +237,10 @@ mod job;
 pub mod layer;
 mod log;
 mod macros;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
 mod metrics;
 mod outcome;
 mod request;
@@ -255,7 +261,7 @@ pub use layer::AfterLayer;
 pub use outcome::{Delivery, Outcome};
 pub use runtime::AfterRuntime;
 pub use scope::{after, outcome};
-pub use stats::{ShutdownReport, Stats};
+pub use stats::{ShutdownReport, Stats, UnfinishedTask};
 pub use task::{Location, TaskOutput};
 
 /// Lets an async axum handler register work with `after! { ... }` that runs after its

@@ -1,15 +1,74 @@
-//! Publishing the counts through the `metrics` facade (feature `metrics`).
+//! The task counts and durations, published through the [`metrics`] facade
+//! (feature `metrics`), to whatever recorder the application installs: a
+//! Prometheus exporter, StatsD, OpenTelemetry.
 //!
-//! | name | kind | labels |
-//! |---|---|---|
-//! | `after_tasks_registered_total` | counter | |
-//! | `after_tasks_ended_total` | counter | `end`: `succeeded`, `failed`, `panicked`, `timed_out`, `rejected`, `cancelled` |
-//! | `after_tasks_pending` | gauge | |
-//! | `after_tasks_running` | gauge | |
-//! | `after_task_duration_seconds` | histogram | `end` |
+//! | name | kind | labels | what it counts |
+//! |---|---|---|---|
+//! | `after_tasks_registered_total` | counter | | every registration, refused ones too |
+//! | `after_tasks_ended_total` | counter | `end`: `succeeded`, `failed`, `panicked`, `timed_out`, `rejected`, `cancelled` | each task once, as it ends |
+//! | `after_tasks_pending` | gauge | | tasks waiting for their response or a slot |
+//! | `after_tasks_running` | gauge | | tasks running now |
+//! | `after_task_duration_seconds` | histogram | `end` | from a task's start to its end |
 //!
-//! Changes are published as deltas of consistent state changes, so counters never
-//! go backwards and gauges never leave `0..=bound`, however threads interleave.
+//! They are [`Stats`] as a time series: `registered` minus the sum of
+//! `ended` is `pending` plus `running`. Changes are published as the differences
+//! between consistent states, so counters never go backwards and gauges never leave
+//! `0..=max_pending` (or `0..=max_concurrency`), however threads interleave; gauges
+//! are published as increments, so several runtimes in one process add up.
+//!
+//! ```
+//! use after_runtime::metrics;
+//!
+//! // A Prometheus query for the share of after work that fails:
+//! let query = format!(
+//!     r#"rate({}{{end="failed"}}[5m]) / rate({}[5m])"#,
+//!     metrics::TASKS_ENDED, metrics::TASKS_ENDED,
+//! );
+//! assert!(query.starts_with("rate(after_tasks_ended_total"));
+//! ```
+//!
+//! `examples/metrics.rs` in the repository serves them as Prometheus text.
+
+/// The counter of registrations: `after_tasks_registered_total`.
+///
+/// ```
+/// assert_eq!(after_runtime::metrics::TASKS_REGISTERED, "after_tasks_registered_total");
+/// ```
+#[cfg(feature = "metrics")]
+pub const TASKS_REGISTERED: &str = "after_tasks_registered_total";
+
+/// The counter of ended tasks, labelled `end`: `after_tasks_ended_total`.
+///
+/// ```
+/// assert_eq!(after_runtime::metrics::TASKS_ENDED, "after_tasks_ended_total");
+/// ```
+#[cfg(feature = "metrics")]
+pub const TASKS_ENDED: &str = "after_tasks_ended_total";
+
+/// The gauge of pending tasks: `after_tasks_pending`.
+///
+/// ```
+/// assert_eq!(after_runtime::metrics::TASKS_PENDING, "after_tasks_pending");
+/// ```
+#[cfg(feature = "metrics")]
+pub const TASKS_PENDING: &str = "after_tasks_pending";
+
+/// The gauge of running tasks: `after_tasks_running`.
+///
+/// ```
+/// assert_eq!(after_runtime::metrics::TASKS_RUNNING, "after_tasks_running");
+/// ```
+#[cfg(feature = "metrics")]
+pub const TASKS_RUNNING: &str = "after_tasks_running";
+
+/// The histogram of task durations in seconds, labelled `end`:
+/// `after_task_duration_seconds`.
+///
+/// ```
+/// assert_eq!(after_runtime::metrics::TASK_DURATION, "after_task_duration_seconds");
+/// ```
+#[cfg(feature = "metrics")]
+pub const TASK_DURATION: &str = "after_task_duration_seconds";
 
 #[cfg(feature = "metrics")]
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -27,7 +86,7 @@ fn publish_counters(before: &Stats, after: &Stats) {
     let grew = |a: u64, b: u64| b.saturating_sub(a);
     let registered = grew(before.registered, after.registered);
     if registered > 0 {
-        metrics::counter!("after_tasks_registered_total").increment(registered);
+        metrics::counter!(TASKS_REGISTERED).increment(registered);
     }
     for (end, a, b) in [
         ("succeeded", before.succeeded, after.succeeded),
@@ -38,7 +97,7 @@ fn publish_counters(before: &Stats, after: &Stats) {
         ("cancelled", before.cancelled, after.cancelled),
     ] {
         if b > a {
-            metrics::counter!("after_tasks_ended_total", "end" => end).increment(b - a);
+            metrics::counter!(TASKS_ENDED, "end" => end).increment(b - a);
         }
     }
 }
@@ -85,10 +144,10 @@ impl Gauges {
                     break;
                 }
                 if pending != 0 {
-                    metrics::gauge!("after_tasks_pending").increment(pending as f64);
+                    metrics::gauge!(TASKS_PENDING).increment(pending as f64);
                 }
                 if running != 0 {
-                    metrics::gauge!("after_tasks_running").increment(running as f64);
+                    metrics::gauge!(TASKS_RUNNING).increment(running as f64);
                 }
             }
             self.publishing.store(false, Ordering::SeqCst);
@@ -156,5 +215,5 @@ pub(crate) fn task_duration(end: End, duration: Duration) {
         End::TimedOut => "timed_out",
         End::Cancelled => "cancelled",
     };
-    metrics::histogram!("after_task_duration_seconds", "end" => end).record(duration.as_secs_f64());
+    metrics::histogram!(TASK_DURATION, "end" => end).record(duration.as_secs_f64());
 }

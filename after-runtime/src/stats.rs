@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use http::Method;
+
 use crate::task::Location;
 
 /// A snapshot of a runtime's task counts, from [`AfterRuntime::stats`](crate::AfterRuntime::stats).
@@ -19,7 +21,23 @@ use crate::task::Location;
 /// assert_eq!(stats.registered, 0);
 /// assert_eq!(stats.settled() + stats.pending + stats.running, stats.registered);
 /// ```
+///
+/// It displays as one line, for a log or a status page:
+///
+/// ```
+/// # use after_runtime::Stats;
+/// let stats = Stats { registered: 3, running: 1, succeeded: 1, failed: 1, ..Stats::default() };
+/// assert_eq!(
+///     stats.to_string(),
+///     "3 registered: 0 pending, 1 running, 1 succeeded, 1 failed, \
+///      0 panicked, 0 timed out, 0 rejected, 0 cancelled",
+/// );
+/// ```
+///
+/// With the `serde` feature it is `Serialize` and `Deserialize`, with the field
+/// names above, for a `/stats` endpoint or a test fixture.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
     /// Tasks ever registered, including rejected ones.
     pub registered: u64,
@@ -62,6 +80,25 @@ impl Stats {
     }
 }
 
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} registered: {} pending, {} running, {} succeeded, {} failed, \
+             {} panicked, {} timed out, {} rejected, {} cancelled",
+            self.registered,
+            self.pending,
+            self.running,
+            self.succeeded,
+            self.failed,
+            self.panicked,
+            self.timed_out,
+            self.rejected,
+            self.cancelled,
+        )
+    }
+}
+
 /// How a task that ran ended: the count it moves to from `running`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
@@ -72,7 +109,8 @@ pub(crate) enum End {
     Cancelled,
 }
 
-/// What [`AfterRuntime::shutdown`](crate::AfterRuntime::shutdown) leaves behind.
+/// What [`AfterRuntime::shutdown`](crate::AfterRuntime::shutdown) leaves behind: the
+/// final counts, and the tasks it cancelled.
 ///
 /// ```
 /// use std::time::Duration;
@@ -81,39 +119,90 @@ pub(crate) enum End {
 /// # #[tokio::main] async fn main() {
 /// let runtime = AfterRuntime::builder().build();
 /// let report = runtime.shutdown(Duration::from_secs(5)).await;
-/// assert!(report.cancelled.is_empty());
+/// assert!(report.unfinished.is_empty());
 /// assert_eq!(report.stats.pending + report.stats.running, 0);
 /// println!("{report}");
 /// # }
 /// ```
+///
+/// It displays as the counts' line, then one line for each unfinished task:
+///
+/// ```text
+/// 3 registered: 0 pending, 0 running, 1 succeeded, 0 failed, 0 panicked, 0 timed out, 0 rejected, 2 cancelled
+///   cancelled: POST /orders, src/orders.rs:42:9
+///   cancelled: POST /orders, src/orders.rs:51:9
+/// ```
+///
+/// With the `serde` feature it is `Serialize`.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ShutdownReport {
     /// The counts once shutdown returned.
     pub stats: Stats,
-    /// Where each task cancelled at the deadline was registered (`file:line:column`
-    /// of its `after!` block or `after()` call), in the order they were cancelled.
-    pub cancelled: Vec<Location>,
+    /// Every task counted in `stats.cancelled`, in the order they were cancelled:
+    /// those cut off at the deadline (waiting or running), and those whose response
+    /// finished after the runtime had closed.
+    pub unfinished: Vec<UnfinishedTask>,
 }
 
 impl fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.stats;
-        write!(
-            f,
-            "{} registered: {} succeeded, {} failed, {} panicked, {} timed out, {} rejected, {} cancelled",
-            s.registered, s.succeeded, s.failed, s.panicked, s.timed_out, s.rejected, s.cancelled
-        )?;
-        if s.pending + s.running > 0 {
-            write!(
-                f,
-                ", {} still pending, {} still running",
-                s.pending, s.running
-            )?;
-        }
-        for location in &self.cancelled {
-            write!(f, "\n  cancelled: {location}")?;
+        write!(f, "{}", self.stats)?;
+        for task in &self.unfinished {
+            write!(f, "\n  cancelled: {task}")?;
         }
         Ok(())
     }
+}
+
+/// A task [`AfterRuntime::shutdown`](crate::AfterRuntime::shutdown) cancelled: where
+/// it was registered, and for which request.
+///
+/// Displays as `METHOD /path, file:line:column`.
+///
+/// ```
+/// use std::time::Duration;
+/// use after_runtime::{AfterLayer, AfterRuntime, after};
+/// use axum::{Router, body::Body, http::Request, routing::post};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main] async fn main() {
+/// let runtime = AfterRuntime::builder().build();
+/// let app = Router::new()
+///     .route("/orders", post(|| async {
+///         after(std::future::pending::<()>()).unwrap(); // never ends
+///     }))
+///     .layer(AfterLayer::new(runtime.clone()));
+/// let request = Request::post("/orders").body(Body::empty()).unwrap();
+/// drop(app.oneshot(request).await.unwrap()); // the response is done with
+///
+/// let report = runtime.shutdown(Duration::from_millis(10)).await;
+/// let task = &report.unfinished[0];
+/// assert_eq!((task.method.as_str(), task.path.as_str()), ("POST", "/orders"));
+/// assert_eq!(task.location.file(), file!());
+/// # }
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct UnfinishedTask {
+    /// Where its `after!` block or `after()` call is.
+    pub location: Location,
+    /// Its request's method.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "method_str"))]
+    pub method: Method,
+    /// Its request's path, without the query.
+    pub path: String,
+}
+
+impl fmt::Display for UnfinishedTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}, {}", self.method, self.path, self.location)
+    }
+}
+
+#[cfg(feature = "serde")]
+fn method_str<S: serde::Serializer>(method: &Method, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(method.as_str())
 }

@@ -101,6 +101,7 @@ mod sealed {
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Location {
     file: &'static str,
     line: u32,
@@ -114,8 +115,10 @@ impl Location {
         Location { file, line, column }
     }
 
-    /// The location of the caller of the function calling this, as
-    /// [`std::panic::Location::caller`].
+    /// Where this is called; inside a `#[track_caller]` function, where that
+    /// function is called (and so on up), as [`std::panic::Location::caller`].
+    /// [`after()`](fn@crate::after) is `#[track_caller]`, so a helper marked
+    /// `#[track_caller]` that calls it records its own caller's line.
     ///
     /// ```
     /// # use after_runtime::Location;

@@ -93,7 +93,7 @@ async fn shutdown_waits_for_pending_and_nested_tasks() {
         (2, 2, 0, 0),
         "{s:?}"
     );
-    assert!(report.cancelled.is_empty());
+    assert!(report.unfinished.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -104,12 +104,14 @@ async fn shutdown_cancels_at_the_deadline_and_reports_where() {
     let report = runtime.shutdown(Duration::from_secs(30)).await;
     let s = report.stats;
     assert_eq!((s.registered, s.cancelled, s.running), (1, 1, 0), "{s:?}");
-    assert_eq!(report.cancelled.len(), 1);
-    assert_eq!(report.cancelled[0].file(), "tests/loopback/shutdown.rs");
+    assert_eq!(report.unfinished.len(), 1);
+    let task = &report.unfinished[0];
+    assert_eq!(task.location.file(), "tests/loopback/shutdown.rs");
+    assert_eq!((task.method.as_str(), task.path.as_str()), ("GET", "/"));
     assert!(
         report
             .to_string()
-            .contains("cancelled: tests/loopback/shutdown.rs:"),
+            .contains("cancelled: GET /, tests/loopback/shutdown.rs:"),
         "{report}"
     );
 }
@@ -171,7 +173,7 @@ async fn a_queued_task_whose_capture_panics_on_drop_does_not_stop_shutdown() {
         (2, 2, 0, 0),
         "both cancelled, none left behind: {s:?}"
     );
-    assert_eq!(report.cancelled.len(), 2);
+    assert_eq!(report.unfinished.len(), 2);
 }
 
 /// A response whose body never ends: its request stays in flight.

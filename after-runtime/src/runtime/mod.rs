@@ -35,6 +35,7 @@ use crate::executor;
 use crate::job::{Job, Jobs};
 use crate::log::{Cancelled, Event};
 use crate::metrics::Delta;
+use crate::request::RequestInfo;
 use crate::scope::RequestScope;
 use crate::stats::{End, ShutdownReport, Stats};
 use crate::task::Location;
@@ -79,7 +80,8 @@ struct Shared {
     state: Mutex<State>,
     tracker: TaskTracker,
     cancel: CancellationToken,
-    /// Signalled when the last running task ends.
+    /// Signalled when the last running task ends, for a shutdown, and when nothing
+    /// is left pending or running, for `wait_idle`.
     idle: Notify,
     /// Signalled when a `shutdown` call brings the deadline forward.
     deadline_moved: Notify,
@@ -164,6 +166,63 @@ impl AfterRuntime {
     /// ```
     pub fn stats(&self) -> Stats {
         self.shared.state().stats()
+    }
+
+    /// Waits until no task is pending or running, and leaves the runtime as it is:
+    /// it goes on taking tasks. For tests and scripts that check what the after work
+    /// did; a server drains with [`shutdown`](Self::shutdown).
+    ///
+    /// A task is pending until its response is finished: its body read to the end, or
+    /// dropped. So a test that still holds a `Response` holds its tasks, and
+    /// `wait_idle` waits for them; read or drop the body first. Tasks that are still
+    /// running register nested ones, which it waits for too. It returns at once when
+    /// nothing is pending or running.
+    ///
+    /// ```
+    /// use after_runtime::{AfterLayer, AfterRuntime, after};
+    /// use axum::{Router, body::Body, http::Request, routing::post};
+    /// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main] async fn main() {
+    /// let runtime = AfterRuntime::builder().build();
+    /// let sent = Arc::new(AtomicBool::new(false));
+    /// let flag = sent.clone();
+    /// let app = Router::new()
+    ///     .route("/signup", post(move || async move {
+    ///         after(async move { flag.store(true, Ordering::SeqCst) }).unwrap();
+    ///         "welcome"
+    ///     }))
+    ///     .layer(AfterLayer::new(runtime.clone()));
+    ///
+    /// let request = Request::post("/signup").body(Body::empty()).unwrap();
+    /// drop(app.oneshot(request).await.unwrap()); // done with the response
+    /// runtime.wait_idle().await;
+    /// assert!(sent.load(Ordering::SeqCst));
+    /// assert_eq!(runtime.stats().succeeded, 1);
+    /// # }
+    /// ```
+    pub async fn wait_idle(&self) {
+        /// Counts this call as waiting while it lives, however it ends.
+        struct Watching<'a>(&'a AfterRuntime);
+        impl Drop for Watching<'_> {
+            fn drop(&mut self) {
+                self.0.shared.state().watch_idle(false);
+            }
+        }
+
+        self.shared.state().watch_idle(true);
+        let _watching = Watching(self);
+        loop {
+            let idle = self.shared.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            let stats = self.stats();
+            if stats.pending + stats.running == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Stops taking new tasks once every pending and running one has ended, waiting at
@@ -297,14 +356,14 @@ impl AfterRuntime {
             None => {
                 let location = job.location;
                 scope.log(location, Event::Cancelled(Cancelled::NoTokioRuntime));
-                self.finish(End::Cancelled, location);
+                self.finish(End::Cancelled, location, &scope.request);
             }
         }
     }
 
     /// A running task ended: counts it and starts the next waiting one.
-    pub(crate) fn finish(&self, end: End, location: Location) {
-        let Some(next) = self.finish_one(end, location) else {
+    pub(crate) fn finish(&self, end: End, location: Location, request: &RequestInfo) {
+        let Some(next) = self.finish_one(end, location, request) else {
             return;
         };
         // Starting the next task can end one synchronously (tokio drops futures
@@ -344,15 +403,8 @@ impl AfterRuntime {
 
     /// Counts a task's end; returns the next waiting task, now counted as running,
     /// for the caller to start.
-    fn finish_one(&self, end: End, location: Location) -> Option<Queued> {
-        let (next, idle) = self.update(|state| {
-            let next = state.finish(end, location);
-            (next, state.idle_and_watched())
-        });
-        if idle {
-            self.shared.idle.notify_waiters();
-        }
-        next
+    fn finish_one(&self, end: End, location: Location, request: &RequestInfo) -> Option<Queued> {
+        self.update(|state| state.finish(end, location, request))
     }
 
     /// Applies one state change under the lock and publishes its effect on the counts.
@@ -366,11 +418,15 @@ impl AfterRuntime {
         let mut state = self.shared.state();
         let before = state.stats();
         let result = change(&mut state);
+        let wake = state.idle_and_watched();
         #[cfg(feature = "metrics")]
         let delta = Delta::new(&before, &state.stats(), &self.shared.gauges);
         #[cfg(not(feature = "metrics"))]
         let delta = Delta::new(&before, &state.stats());
         drop(state);
+        if wake {
+            self.shared.idle.notify_waiters();
+        }
         (result, delta)
     }
 

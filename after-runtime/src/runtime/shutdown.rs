@@ -98,7 +98,7 @@ fn cancel_unfinished(runtime: &AfterRuntime) {
     let open: Vec<Arc<RequestScope>> = runtime.update(|state| state.take_unfinished());
     for scope in open {
         let jobs = scope.cancel_waiting();
-        runtime.update(|state| state.cancel_unfinished(&jobs));
+        runtime.update(|state| state.cancel_unfinished(&scope.request, &jobs));
         for job in jobs {
             scope.log(
                 job.location,

@@ -19,8 +19,9 @@ use tokio::time::Instant;
 use crate::config::{Config, OverloadPolicy};
 use crate::error::{AfterError, AfterErrorKind};
 use crate::job::{Job, Jobs};
+use crate::request::RequestInfo;
 use crate::scope::RequestScope;
-use crate::stats::{End, ShutdownReport, Stats};
+use crate::stats::{End, ShutdownReport, Stats, UnfinishedTask};
 use crate::task::Location;
 
 /// Queue slots kept once a burst has drained.
@@ -55,12 +56,15 @@ pub(super) struct State {
     /// Released tasks waiting for a concurrency slot, oldest first.
     queue: VecDeque<Queued>,
     phase: Phase,
-    cancelled_at: Vec<Location>,
+    /// The tasks counted in `stats.cancelled`, for the shutdown report.
+    unfinished: Vec<UnfinishedTask>,
     /// The earliest deadline a `shutdown` caller gave; `None` while there is none.
     deadline: Option<Instant>,
     /// Requests whose tasks wait for their response, so a shutdown deadline can
     /// cancel and report those tasks too.
     waiting: Slab<Weak<RequestScope>>,
+    /// `wait_idle` calls waiting now.
+    idle_watchers: usize,
 }
 
 /// What `admit` decided for a task whose response is not finished.
@@ -101,9 +105,10 @@ impl State {
             stats: Stats::default(),
             queue: VecDeque::new(),
             phase: Phase::Running,
-            cancelled_at: Vec::new(),
+            unfinished: Vec::new(),
             deadline: None,
             waiting: Slab::new(),
+            idle_watchers: 0,
         }
     }
 
@@ -222,7 +227,7 @@ impl State {
         for job in jobs {
             if self.phase >= Phase::Closed {
                 self.stats.pending -= 1;
-                self.cancelled(job.location);
+                self.cancelled(job.location, &scope.request);
                 cancelled.push(job);
             } else if self.stats.running < self.max_concurrency() {
                 self.stats.pending -= 1;
@@ -255,14 +260,19 @@ impl State {
     /// A running task ended: counts its end; returns the next waiting task, now
     /// counted as running, for the caller to start.
     #[inline]
-    pub(super) fn finish(&mut self, end: End, location: Location) -> Option<Queued> {
+    pub(super) fn finish(
+        &mut self,
+        end: End,
+        location: Location,
+        request: &RequestInfo,
+    ) -> Option<Queued> {
         self.stats.running -= 1;
         match end {
             End::Succeeded => self.stats.succeeded += 1,
             End::Failed => self.stats.failed += 1,
             End::Panicked => self.stats.panicked += 1,
             End::TimedOut => self.stats.timed_out += 1,
-            End::Cancelled => self.cancelled(location),
+            End::Cancelled => self.cancelled(location, request),
         }
         self.start_next()
     }
@@ -282,17 +292,36 @@ impl State {
         next
     }
 
-    /// Whether a shutdown waits for the last running task, and it has ended. Only a
-    /// shutdown waits for it, so the caller can skip waking anyone otherwise.
+    /// Whether someone waits for what this change reached, so the caller must wake
+    /// them: a shutdown for the last running task to end, a `wait_idle` for the last
+    /// pending or running one. The caller skips waking anyone otherwise, as in the
+    /// usual case, where nobody waits.
     #[inline]
     pub(super) fn idle_and_watched(&self) -> bool {
-        self.phase != Phase::Running && self.stats.running == 0
+        self.stats.running == 0
+            && (self.phase != Phase::Running || (self.idle_watchers > 0 && self.stats.pending == 0))
     }
 
-    /// Counts one task as cancelled and remembers where it was registered.
-    fn cancelled(&mut self, location: Location) {
+    /// A `wait_idle` call starts waiting, or stops: woken by every change that leaves
+    /// nothing pending or running from then on.
+    pub(super) fn watch_idle(&mut self, watching: bool) {
+        if watching {
+            self.idle_watchers += 1;
+        } else {
+            self.idle_watchers -= 1;
+        }
+    }
+
+    /// Counts one task as cancelled and remembers it for the report. Cold: only a
+    /// shutdown (or a task without a tokio runtime) cancels.
+    #[cold]
+    fn cancelled(&mut self, location: Location, request: &RequestInfo) {
         self.stats.cancelled += 1;
-        self.cancelled_at.push(location);
+        self.unfinished.push(UnfinishedTask {
+            location,
+            method: request.method.clone(),
+            path: request.path.as_str().to_owned(),
+        });
     }
 
     #[inline]
@@ -342,8 +371,8 @@ impl State {
     pub(super) fn cancel_queued(&mut self) -> Vec<Queued> {
         let queued: Vec<_> = self.queue.drain(..).collect();
         self.stats.pending -= queued.len() as u64;
-        for (_, job) in &queued {
-            self.cancelled(job.location);
+        for (scope, job) in &queued {
+            self.cancelled(job.location, &scope.request);
         }
         queued
     }
@@ -357,10 +386,10 @@ impl State {
     }
 
     /// Counts the tasks an unfinished scope gave up at the deadline as cancelled.
-    pub(super) fn cancel_unfinished(&mut self, jobs: &[Job]) {
+    pub(super) fn cancel_unfinished(&mut self, request: &RequestInfo, jobs: &[Job]) {
         self.stats.pending -= jobs.len() as u64;
         for job in jobs {
-            self.cancelled(job.location);
+            self.cancelled(job.location, request);
         }
     }
 
@@ -372,7 +401,7 @@ impl State {
     pub(super) fn report(&self) -> ShutdownReport {
         ShutdownReport {
             stats: self.stats,
-            cancelled: self.cancelled_at.clone(),
+            unfinished: self.unfinished.clone(),
         }
     }
 }

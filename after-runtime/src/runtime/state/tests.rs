@@ -173,11 +173,15 @@ fn release_starts_what_fits_and_queues_the_rest_in_order_for_finish_to_start() {
     assert_eq!((lines(start), lines(cancelled)), (vec![1, 2], vec![]));
     assert_eq!((state.stats().running, state.stats().pending), (2, 2));
 
-    let next = state.finish(End::Succeeded, Location::caller());
+    let next = state.finish(End::Succeeded, Location::caller(), &scope.request);
     assert_eq!(next.map(|(_, job)| job.location.line()), Some(3));
-    let next = state.finish(End::Failed, Location::caller());
+    let next = state.finish(End::Failed, Location::caller(), &scope.request);
     assert_eq!(next.map(|(_, job)| job.location.line()), Some(4));
-    assert!(state.finish(End::Panicked, Location::caller()).is_none());
+    assert!(
+        state
+            .finish(End::Panicked, Location::caller(), &scope.request)
+            .is_none()
+    );
     let s = state.stats();
     assert_eq!(
         (s.running, s.pending, s.succeeded, s.failed, s.panicked),
@@ -199,8 +203,19 @@ fn tasks_released_after_closing_are_cancelled_and_listed() {
     assert_eq!((lines(start), lines(cancelled)), (vec![], vec![7, 8]));
     let report = state.report();
     assert_eq!(report.stats.cancelled, 2);
-    let listed: Vec<u32> = report.cancelled.iter().map(Location::line).collect();
+    let listed: Vec<u32> = report
+        .unfinished
+        .iter()
+        .map(|t| t.location.line())
+        .collect();
     assert_eq!(listed, [7, 8]);
+    assert!(
+        report
+            .unfinished
+            .iter()
+            .all(|t| t.method == Method::GET && t.path == "/"),
+        "each names its request: {report}"
+    );
 }
 
 #[test]
@@ -218,7 +233,11 @@ fn finish_counts_each_end_once() {
         assert!(matches!(state.submit(&scope, job(1)), Submitted::Start(_)));
     }
     for end in ends {
-        assert!(state.finish(end, Location::caller()).is_none());
+        assert!(
+            state
+                .finish(end, Location::caller(), &scope.request)
+                .is_none()
+        );
     }
     let s = state.stats();
     assert_eq!(
@@ -232,7 +251,7 @@ fn finish_counts_each_end_once() {
         ),
         (1, 1, 1, 1, 1, 0)
     );
-    assert_eq!(state.report().cancelled.len(), 1);
+    assert_eq!(state.report().unfinished.len(), 1);
     assert_adds_up(s);
 }
 
@@ -241,12 +260,12 @@ fn only_a_shutdown_waits_for_the_last_task() {
     let mut state = state(|b| b);
     let scope = scope();
     assert!(matches!(state.submit(&scope, job(1)), Submitted::Start(_)));
-    state.finish(End::Succeeded, Location::caller());
+    state.finish(End::Succeeded, Location::caller(), &scope.request);
     assert!(!state.idle_and_watched(), "nobody waits while running");
     assert!(matches!(state.submit(&scope, job(2)), Submitted::Start(_)));
     state.begin_shutdown(None);
     assert!(!state.idle_and_watched(), "a task still runs");
-    state.finish(End::Succeeded, Location::caller());
+    state.finish(End::Succeeded, Location::caller(), &scope.request);
     assert!(state.idle_and_watched());
 }
 
@@ -303,16 +322,16 @@ fn at_the_deadline_waiting_tasks_are_taken_and_counted_as_cancelled() {
     assert_eq!(unfinished.len(), 1);
     assert!(Arc::ptr_eq(&unfinished[0], &open));
     assert!(state.take_unfinished().is_empty(), "taken once");
-    state.cancel_unfinished(&[job(3), job(4)]);
+    state.cancel_unfinished(&open.request, &[job(3), job(4)]);
 
     let s = state.stats();
     assert_eq!((s.cancelled, s.running, s.pending), (3, 1, 0));
     assert_adds_up(s);
     let listed: Vec<u32> = state
         .report()
-        .cancelled
+        .unfinished
         .iter()
-        .map(Location::line)
+        .map(|t| t.location.line())
         .collect();
     assert_eq!(listed, [2, 3, 4]);
 }
@@ -370,7 +389,7 @@ fn shed_oldest_drops_the_task_that_waited_longest_for_a_slot_for_the_new_one() {
     );
     assert_adds_up(s);
     // The queue kept its order: the newest submitted task is next.
-    let next = state.finish(End::Succeeded, Location::caller());
+    let next = state.finish(End::Succeeded, Location::caller(), &released.request);
     assert_eq!(next.map(|(_, job)| job.location.line()), Some(4));
 }
 

@@ -109,7 +109,8 @@ impl Model {
                 if self.running > 0 {
                     let location = crate::task::Location::new("sequences.rs", i as u32, 1);
                     self.running -= 1;
-                    if self.state.finish(end, location).is_some() {
+                    let request = &self.requests[i % self.requests.len()].scope.request;
+                    if self.state.finish(end, location, request).is_some() {
                         self.queued -= 1;
                         self.running += 1;
                     }
@@ -180,7 +181,7 @@ impl Model {
                 .expect("a listed scope is one of the requests");
             // As `cancel_waiting`: the scope counts as released, its tasks unrun.
             let jobs = request.held.take().unwrap_or_default();
-            self.state.cancel_unfinished(&jobs);
+            self.state.cancel_unfinished(&scope.request, &jobs);
         }
     }
 
@@ -208,7 +209,7 @@ impl Model {
         assert_eq!(s.pending, (held + self.queued) as u64, "{s:?}");
         assert!(s.running <= self.max_concurrency as u64, "{s:?}");
         assert!(s.pending <= self.max_pending as u64, "{s:?}");
-        assert_eq!(self.state.report().cancelled.len() as u64, s.cancelled);
+        assert_eq!(self.state.report().unfinished.len() as u64, s.cancelled);
     }
 }
 
