@@ -20,27 +20,29 @@ use crate::metrics;
 use crate::runtime::AfterRuntime;
 use crate::scope::{RUNNING, RequestScope};
 use crate::stats::End;
-use crate::task::Location;
+use crate::task::Site;
 
 /// Counts the task as cancelled if it is dropped before it ends, as when the tokio
 /// runtime itself shuts down, so no task goes uncounted.
 struct Counted {
     scope: Arc<RequestScope>,
-    location: Location,
+    site: Site,
+    /// The task's own timeout, else the runtime's.
+    timeout: Option<std::time::Duration>,
     end: Option<End>,
 }
 
 impl Counted {
     /// Logs `event` for this task, as a child of `parent`.
     fn log(&self, parent: &tracing::Span, event: Event<'_>) {
-        log::task_event(parent, &self.scope.request, self.location, event);
+        log::task_event(parent, &self.scope.request, self.site, event);
     }
 
     /// Logs why the task was stopped, and how it ended.
     fn interrupted(&self, span: &tracing::Span, interrupt: Interrupt) -> End {
         match interrupt {
             Interrupt::TimedOut => {
-                let limit = self.scope.runtime.task_timeout().unwrap_or_default();
+                let limit = self.timeout.unwrap_or_default();
                 self.log(span, Event::TimedOut(limit));
                 End::TimedOut
             }
@@ -57,7 +59,7 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.scope.runtime.finish(
             self.end.unwrap_or(End::Cancelled),
-            self.location,
+            self.site,
             &self.scope.request,
         );
     }
@@ -123,10 +125,10 @@ type Interrupted = Pin<Box<dyn Future<Output = Interrupt> + Send>>;
 /// which may have spent the whole budget (a task draining a busy channel does, on
 /// every poll), and a budget-aware `select!` would then never look at the timer or
 /// the deadline.
-fn interrupted(runtime: AfterRuntime) -> Interrupted {
+fn interrupted(runtime: AfterRuntime, timeout: Option<std::time::Duration>) -> Interrupted {
     Box::pin(tokio::task::unconstrained(async move {
         let cancelled = runtime.cancelled().cancelled();
-        match runtime.task_timeout() {
+        match timeout {
             Some(limit) => tokio::select! {
                 biased;
                 () = tokio::time::sleep(limit) => Interrupt::TimedOut,
@@ -148,14 +150,20 @@ type Started = ();
 
 /// The future a task runs as.
 pub(crate) fn run(scope: Arc<RequestScope>, job: Job) -> Run {
-    let Job { future, location } = job;
+    let Job {
+        future,
+        site,
+        timeout,
+    } = job;
+    let timeout = timeout.or_else(|| scope.runtime.task_timeout());
     Run {
         task: Some(AssertUnwindSafe(RUNNING.scope(Arc::clone(&scope), future)).catch_unwind()),
         span: None,
         interrupted: None,
         counted: Counted {
             scope,
-            location,
+            site,
+            timeout,
             end: None,
         },
         started: Started::default(),
@@ -199,14 +207,14 @@ impl Future for Run {
                 let runtime = &counted.scope.runtime;
                 let interrupted = this
                     .interrupted
-                    .get_or_insert_with(|| interrupted(runtime.clone()));
+                    .get_or_insert_with(|| interrupted(runtime.clone(), counted.timeout));
                 let interrupt = ready!(interrupted.as_mut().poll(cx));
                 counted.interrupted(span, interrupt)
             }
         };
         #[cfg(feature = "metrics")]
         if let Some(started) = *this.started {
-            metrics::task_duration(end, started.elapsed());
+            metrics::task_duration(end, this.counted.site.name, started.elapsed());
         }
         // Settled before the task's future drops, so a panic in its `Drop` cannot
         // turn the end into "cancelled". tokio drops this future right after: the
@@ -229,7 +237,8 @@ fn task_span(counted: &Counted) -> tracing::Span {
         "after_task",
         method = %request.method,
         path = request.path.as_str(),
-        location = %counted.location,
+        task = counted.site.name,
+        location = %counted.site.location,
     );
     span.follows_from(&request.span);
     span

@@ -9,7 +9,7 @@ use std::pin::Pin;
 
 use crate::log::{self, Event};
 use crate::request::RequestInfo;
-use crate::task::{Location, TaskOutput};
+use crate::task::{Location, Site, TaskOptions, TaskOutput};
 
 /// A task's future, erased; it resolves to the task's error message, if it failed.
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
@@ -17,7 +17,9 @@ pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>
 /// A registered task, waiting for its request to finish or for a free slot.
 pub(crate) struct Job {
     pub(crate) future: BoxFuture,
-    pub(crate) location: Location,
+    pub(crate) site: Site,
+    /// Its own timeout, in place of the runtime's.
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 impl Job {
@@ -26,9 +28,21 @@ impl Job {
         F: Future + Send + 'static,
         F::Output: TaskOutput,
     {
+        Job::with_options(future, location, TaskOptions::new())
+    }
+
+    pub(crate) fn with_options<F>(future: F, location: Location, options: TaskOptions) -> Self
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
         Job {
             future: Box::pin(async move { future.await.into_error() }),
-            location,
+            site: Site {
+                location,
+                name: options.name,
+            },
+            timeout: options.timeout,
         }
     }
 
@@ -37,9 +51,9 @@ impl Job {
     /// logged, so the bookkeeping around it (a shutdown, a rejection) always
     /// completes.
     pub(crate) fn drop_unrun(self, request: &RequestInfo) {
-        let location = self.location;
+        let site = self.site;
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(self))) {
-            log::task_event(&request.span, request, location, Event::DropPanicked);
+            log::task_event(&request.span, request, site, Event::DropPanicked);
             forget_panic(panic);
         }
     }
@@ -100,7 +114,9 @@ mod tests {
     }
 
     fn lines(jobs: Jobs) -> Vec<u32> {
-        jobs.into_iter().map(|job| job.location.line()).collect()
+        jobs.into_iter()
+            .map(|job| job.site.location.line())
+            .collect()
     }
 
     #[test]
@@ -119,7 +135,7 @@ mod tests {
         assert!(matches!(Jobs::default().single(), Ok(None)));
         let mut one = Jobs::default();
         one.push(job(1));
-        assert!(matches!(one.single(), Ok(Some(j)) if j.location.line() == 1));
+        assert!(matches!(one.single(), Ok(Some(j)) if j.site.location.line() == 1));
         let mut two = Jobs::default();
         two.push(job(1));
         two.push(job(2));

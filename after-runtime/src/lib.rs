@@ -260,9 +260,9 @@ pub use error::{AfterError, AfterErrorKind};
 pub use layer::AfterLayer;
 pub use outcome::{Delivery, Outcome};
 pub use runtime::AfterRuntime;
-pub use scope::{after, outcome};
-pub use stats::{ShutdownReport, Stats, UnfinishedTask};
-pub use task::{Location, TaskOutput};
+pub use scope::{after, after_with, outcome};
+pub use stats::{ShutdownReport, Stats, TaskStats, UnfinishedTask};
+pub use task::{Location, TaskKey, TaskOptions, TaskOutput};
 
 /// Lets an async axum handler register work with `after! { ... }` that runs after its
 /// response has been sent.

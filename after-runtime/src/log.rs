@@ -13,7 +13,7 @@ use tracing::field::{DebugValue, DisplayValue, debug, display};
 
 use crate::error::AfterError;
 use crate::request::RequestInfo;
-use crate::task::Location;
+use crate::task::Site;
 
 /// Something that happened to a task, worth an error-level line.
 #[derive(Clone, Copy)]
@@ -106,7 +106,7 @@ impl<'a> Event<'a> {
     }
 }
 
-/// Logs `event` for the task registered at `location` by `request`, as a child of
+/// Logs `event` for the task registered at `site` by `request`, as a child of
 /// `parent`: the task's span while it runs, else its request's span.
 ///
 /// Cold: called only when a task fails or cannot run, so it stays out of the way of
@@ -115,7 +115,7 @@ impl<'a> Event<'a> {
 pub(crate) fn task_event(
     parent: &tracing::Span,
     request: &RequestInfo,
-    location: Location,
+    site: Site,
     event: Event<'_>,
 ) {
     // Fields that are `None` are not recorded: each line carries only its own. The
@@ -126,7 +126,8 @@ pub(crate) fn task_event(
         parent: parent,
         method = %request.method,
         path = request.path.as_str(),
-        location = %location,
+        task = site.name,
+        location = %site.location,
         error = event.error(),
         panic = event.panic(),
         timeout = event.timeout(),

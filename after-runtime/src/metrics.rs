@@ -8,7 +8,7 @@
 //! | `after_tasks_ended_total` | counter | `end`: `succeeded`, `failed`, `panicked`, `timed_out`, `rejected`, `cancelled` | each task once, as it ends |
 //! | `after_tasks_pending` | gauge | | tasks waiting for their response or a slot |
 //! | `after_tasks_running` | gauge | | tasks running now |
-//! | `after_task_duration_seconds` | histogram | `end` | from a task's start to its end |
+//! | `after_task_duration_seconds` | histogram | `end`, and `task`: the task's [name](crate::TaskOptions::name), empty for unnamed tasks | from a task's start to its end |
 //!
 //! They are [`Stats`] as a time series: `registered` minus the sum of
 //! `ended` is `pending` plus `running`. Changes are published as the differences
@@ -61,7 +61,7 @@ pub const TASKS_PENDING: &str = "after_tasks_pending";
 #[cfg(feature = "metrics")]
 pub const TASKS_RUNNING: &str = "after_tasks_running";
 
-/// The histogram of task durations in seconds, labelled `end`:
+/// The histogram of task durations in seconds, labelled `end` and `task`:
 /// `after_task_duration_seconds`.
 ///
 /// ```
@@ -207,7 +207,7 @@ impl Drop for Delta<'_> {
 }
 
 #[cfg(feature = "metrics")]
-pub(crate) fn task_duration(end: End, duration: Duration) {
+pub(crate) fn task_duration(end: End, name: Option<&'static str>, duration: Duration) {
     let end = match end {
         End::Succeeded => "succeeded",
         End::Failed => "failed",
@@ -215,5 +215,6 @@ pub(crate) fn task_duration(end: End, duration: Duration) {
         End::TimedOut => "timed_out",
         End::Cancelled => "cancelled",
     };
-    metrics::histogram!(TASK_DURATION, "end" => end).record(duration.as_secs_f64());
+    metrics::histogram!(TASK_DURATION, "end" => end, "task" => name.unwrap_or(""))
+        .record(duration.as_secs_f64());
 }

@@ -213,3 +213,20 @@ where
     let future = task(context.clone());
     let _ = context.0.register(Job::new(future, location));
 }
+
+/// [`register`], for a block written with options (`after!(name = "..", { .. })`).
+pub fn register_with<F, Fut>(
+    context: &TaskContext,
+    location: Location,
+    options: crate::TaskOptions,
+    task: F,
+) where
+    F: FnOnce(TaskContext) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: TaskOutput,
+{
+    let future = task(context.clone());
+    let _ = context
+        .0
+        .register(Job::with_options(future, location, options));
+}

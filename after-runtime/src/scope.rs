@@ -30,7 +30,7 @@ use crate::outcome::{Delivery, Outcome};
 pub(crate) use crate::request::Path;
 use crate::request::{Captured, RequestInfo};
 use crate::runtime::{AfterRuntime, WaitingKey};
-use crate::task::{Location, TaskOutput};
+use crate::task::{Location, Site, TaskOptions, TaskOutput};
 
 pub use self::current::outcome;
 pub(crate) use self::current::{REQUEST, RUNNING, current_span, layer_scope};
@@ -97,7 +97,9 @@ impl RequestScope {
         };
         // The first task also enters the scope in the runtime's waiting list, under
         // the same lock as its admission.
-        let (admitted, unlocked) = self.runtime.admit(self, jobs.len(), waiting.is_none());
+        let (admitted, unlocked) =
+            self.runtime
+                .admit(self, job.site, jobs.len(), waiting.is_none());
         let refused = match admitted {
             Ok(key) => {
                 *waiting = waiting.or(key);
@@ -115,7 +117,7 @@ impl RequestScope {
         };
         // Logged and dropped outside the scope's lock: a subscriber, or the task's
         // captures, may run any code.
-        self.log(job.location, Event::Rejected(&error));
+        self.log(job.site, Event::Rejected(&error));
         job.drop_unrun(&self.request);
         Err(error)
     }
@@ -169,8 +171,8 @@ impl RequestScope {
     }
 
     /// Logs `event` for a task of this request, under the request's span.
-    pub(crate) fn log(&self, location: Location, event: Event<'_>) {
-        log::task_event(&self.request.span, &self.request, location, event);
+    pub(crate) fn log(&self, site: Site, event: Event<'_>) {
+        log::task_event(&self.request.span, &self.request, site, event);
     }
 
     /// Copies the request's headers for the tasks.
@@ -245,7 +247,51 @@ where
     F: Future + Send + 'static,
     F::Output: TaskOutput,
 {
+    after_with(TaskOptions::new(), future)
+}
+
+/// [`after()`](fn@after) with [`TaskOptions`]: a name for the task's logs, span,
+/// metric label, shutdown report and [`task_stats`](crate::AfterRuntime::task_stats),
+/// and a timeout of its own.
+///
+/// # Errors
+///
+/// As [`after()`](fn@after).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use after_runtime::{AfterLayer, AfterRuntime, TaskOptions, after_with};
+/// use axum::{routing::post, Router};
+///
+/// const WELCOME_MAIL: TaskOptions =
+///     TaskOptions::new().name("welcome-mail").timeout(Duration::from_secs(5));
+///
+/// async fn signup() -> &'static str {
+///     let registered = after_with(WELCOME_MAIL, async move {
+///         // ... talk to the mail server ...
+///         Ok::<(), std::io::Error>(())
+///     });
+///     if let Err(err) = registered {
+///         tracing::warn!(%err, "welcome mail not scheduled");
+///     }
+///     "welcome"
+/// }
+///
+/// let runtime = AfterRuntime::builder().build();
+/// let app: Router = Router::new()
+///     .route("/signup", post(signup))
+///     .layer(AfterLayer::new(runtime));
+/// # let _ = app;
+/// ```
+#[track_caller]
+pub fn after_with<F>(options: TaskOptions, future: F) -> Result<(), AfterError>
+where
+    F: Future + Send + 'static,
+    F::Output: TaskOutput,
+{
     let location = Location::caller();
     let scope = current::current().ok_or(AfterError::new(AfterErrorKind::NoScope))?;
-    scope.register(Job::new(future, location))
+    scope.register(Job::with_options(future, location, options))
 }

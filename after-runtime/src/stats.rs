@@ -5,7 +5,7 @@ use std::fmt;
 
 use http::Method;
 
-use crate::task::Location;
+use crate::task::{Location, TaskKey};
 
 /// A snapshot of a runtime's task counts, from [`AfterRuntime::stats`](crate::AfterRuntime::stats).
 ///
@@ -99,6 +99,103 @@ impl fmt::Display for Stats {
     }
 }
 
+/// The counts of one group of tasks: those with one [name](crate::TaskOptions::name),
+/// or the unnamed ones registered at one place. From
+/// [`AfterRuntime::task_stats`](crate::AfterRuntime::task_stats), to see which after
+/// work fails, times out or is refused.
+///
+/// Every registered task is in exactly one of the ends or still
+/// [in flight](Self::in_flight) (pending or running).
+///
+/// ```
+/// use after_runtime::{TaskKey, TaskStats};
+///
+/// let mail = TaskStats { registered: 5, succeeded: 3, timed_out: 1, ..TaskStats::new(TaskKey::Name("welcome-mail")) };
+/// assert_eq!(mail.in_flight(), 1);
+/// assert_eq!(
+///     mail.to_string(),
+///     "welcome-mail: 5 registered: 1 in flight, 3 succeeded, 0 failed, 0 panicked, \
+///      1 timed out, 0 rejected, 0 cancelled",
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct TaskStats {
+    /// The group: a name, or the place the unnamed tasks were registered.
+    pub task: TaskKey,
+    /// Tasks registered, including refused ones.
+    pub registered: u64,
+    /// Tasks that ended in `()` or `Ok(())`.
+    pub succeeded: u64,
+    /// Tasks that ended in `Err`.
+    pub failed: u64,
+    /// Tasks that panicked.
+    pub panicked: u64,
+    /// Tasks cancelled by their timeout.
+    pub timed_out: u64,
+    /// Registrations refused, and tasks shed for newer ones.
+    pub rejected: u64,
+    /// Tasks cancelled by a shutdown.
+    pub cancelled: u64,
+}
+
+impl TaskStats {
+    /// No task of the group counted yet.
+    ///
+    /// ```
+    /// # use after_runtime::{TaskKey, TaskStats};
+    /// assert_eq!(TaskStats::new(TaskKey::Name("audit")).registered, 0);
+    /// ```
+    pub fn new(task: TaskKey) -> Self {
+        TaskStats {
+            task,
+            registered: 0,
+            succeeded: 0,
+            failed: 0,
+            panicked: 0,
+            timed_out: 0,
+            rejected: 0,
+            cancelled: 0,
+        }
+    }
+
+    /// Tasks registered that have not ended yet: pending or running.
+    ///
+    /// ```
+    /// # use after_runtime::{TaskKey, TaskStats};
+    /// let audit = TaskStats { registered: 2, failed: 1, ..TaskStats::new(TaskKey::Name("audit")) };
+    /// assert_eq!(audit.in_flight(), 1);
+    /// ```
+    pub fn in_flight(&self) -> u64 {
+        self.registered
+            - (self.succeeded
+                + self.failed
+                + self.panicked
+                + self.timed_out
+                + self.rejected
+                + self.cancelled)
+    }
+}
+
+impl fmt::Display for TaskStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} registered: {} in flight, {} succeeded, {} failed, \
+             {} panicked, {} timed out, {} rejected, {} cancelled",
+            self.task,
+            self.registered,
+            self.in_flight(),
+            self.succeeded,
+            self.failed,
+            self.panicked,
+            self.timed_out,
+            self.rejected,
+            self.cancelled,
+        )
+    }
+}
+
 /// How a task that ran ended: the count it moves to from `running`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
@@ -159,7 +256,8 @@ impl fmt::Display for ShutdownReport {
 /// A task [`AfterRuntime::shutdown`](crate::AfterRuntime::shutdown) cancelled: where
 /// it was registered, and for which request.
 ///
-/// Displays as `METHOD /path, file:line:column`.
+/// Displays as `METHOD /path, file:line:column`, after the task's name if it has
+/// one: `welcome-mail, POST /signup, src/signup.rs:42:9`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -189,6 +287,8 @@ impl fmt::Display for ShutdownReport {
 pub struct UnfinishedTask {
     /// Where its `after!` block or `after()` call is.
     pub location: Location,
+    /// Its [name](crate::TaskOptions::name), if it has one.
+    pub name: Option<&'static str>,
     /// Its request's method.
     #[cfg_attr(feature = "serde", serde(serialize_with = "method_str"))]
     pub method: Method,
@@ -198,6 +298,9 @@ pub struct UnfinishedTask {
 
 impl fmt::Display for UnfinishedTask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = self.name {
+            write!(f, "{name}, ")?;
+        }
         write!(f, "{} {}, {}", self.method, self.path, self.location)
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! A leaf: it imports nothing of the engine.
 
-use std::fmt::Display;
+use std::fmt::{self, Display};
+use std::time::Duration;
 
 /// The values an after task may end with: `()`, or `Result<(), E>` where `E: Display`.
 ///
@@ -100,7 +101,7 @@ mod sealed {
 /// assert!(here.to_string().starts_with(file!()));
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Location {
     file: &'static str,
@@ -161,8 +162,131 @@ impl Location {
     }
 }
 
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// Options for one task: a name and a timeout of its own. In `after!` they come
+/// before the block (`after!(name = "welcome-mail", timeout = secs(5), { ... })`);
+/// with a future, pass them to [`after_with`](crate::after_with).
+///
+/// - The **name** says which work a task is, in its log lines (field `task`), its
+///   `after_task` span (field `task`), the `task` label of the
+///   `after_task_duration_seconds` metric, the [`ShutdownReport`](crate::ShutdownReport)
+///   and [`AfterRuntime::task_stats`](crate::AfterRuntime::task_stats). A
+///   `&'static str`, so the set of names, and of metric labels, is bounded by the code.
+///   Tasks without one are told apart by where they were registered.
+/// - The **timeout** replaces the runtime's
+///   [`task_timeout`](crate::Builder::task_timeout) for this task.
+///
+/// ```
+/// use std::time::Duration;
+/// use after_runtime::TaskOptions;
+///
+/// let mail = TaskOptions::new().name("welcome-mail").timeout(Duration::from_secs(5));
+/// # let _ = mail;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TaskOptions {
+    pub(crate) name: Option<&'static str>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl TaskOptions {
+    /// No name, and the runtime's timeout.
+    ///
+    /// ```
+    /// # use after_runtime::TaskOptions;
+    /// assert_eq!(TaskOptions::new(), TaskOptions::default());
+    /// ```
+    pub const fn new() -> Self {
+        TaskOptions {
+            name: None,
+            timeout: None,
+        }
+    }
+
+    /// Names the task.
+    ///
+    /// ```
+    /// # use after_runtime::TaskOptions;
+    /// assert_ne!(TaskOptions::new().name("audit"), TaskOptions::new());
+    /// ```
+    pub const fn name(mut self, name: &'static str) -> Self {
+        self.name = Some(name);
+        self
+    }
+
+    /// Cancels the task, counted as timed out, once it has run for `timeout`,
+    /// whatever the runtime's [`task_timeout`](crate::Builder::task_timeout).
+    ///
+    /// ```
+    /// # use after_runtime::TaskOptions;
+    /// # use std::time::Duration;
+    /// let quick = TaskOptions::new().timeout(Duration::from_millis(250));
+    /// assert_ne!(quick, TaskOptions::new());
+    /// ```
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Which after work a task is, as [`AfterRuntime::task_stats`](crate::AfterRuntime::task_stats)
+/// groups tasks: by name, or, for tasks without one, by where they were registered.
+///
+/// Displays as the name, or as `file:line:column`.
+///
+/// ```
+/// use after_runtime::{Location, TaskKey};
+///
+/// assert_eq!(TaskKey::Name("welcome-mail").to_string(), "welcome-mail");
+/// let here = Location::caller();
+/// assert_eq!(TaskKey::Location(here).to_string(), here.to_string());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum TaskKey {
+    /// Tasks given this name, wherever they were registered.
+    Name(&'static str),
+    /// Tasks without a name registered here.
+    Location(Location),
+}
+
+impl Display for TaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskKey::Name(name) => f.write_str(name),
+            TaskKey::Location(location) => Display::fmt(location, f),
+        }
+    }
+}
+
+/// Where a task was registered, and its name: what every log line, count and report
+/// entry of the task says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Site {
+    pub(crate) location: Location,
+    pub(crate) name: Option<&'static str>,
+}
+
+impl Site {
+    /// The group the task is counted in.
+    pub(crate) fn key(&self) -> TaskKey {
+        match self.name {
+            Some(name) => TaskKey::Name(name),
+            None => TaskKey::Location(self.location),
+        }
+    }
+}
+
+impl From<Location> for Site {
+    fn from(location: Location) -> Self {
+        Site {
+            location,
+            name: None,
+        }
     }
 }

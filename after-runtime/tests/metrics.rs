@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use after_runtime::layer::After;
-use after_runtime::{AfterRuntime, after};
+use after_runtime::{AfterRuntime, TaskOptions, after, after_with};
 use http::{Request, Response};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower::{ServiceExt, service_fn};
@@ -20,7 +20,8 @@ async fn counters_gauges_and_histograms_move() {
     let service = After::new(
         service_fn(|_: Request<()>| async {
             after(async {}).unwrap();
-            after(async { Err::<(), _>("failed on purpose") }).unwrap();
+            let audit = TaskOptions::new().name("audit");
+            after_with(audit, async { Err::<(), _>("failed on purpose") }).unwrap();
             assert!(after(async {}).is_err(), "past max_pending");
             Ok::<_, Infallible>(Response::new(String::new()))
         }),
@@ -55,8 +56,12 @@ async fn counters_gauges_and_histograms_move() {
     assert_eq!(get("after_tasks_ended_total{end=rejected}"), 1.0);
     assert_eq!(get("after_tasks_pending{}"), 0.0);
     assert_eq!(get("after_tasks_running{}"), 0.0);
-    assert_eq!(get("after_task_duration_seconds{end=succeeded}"), 1.0);
-    assert_eq!(get("after_task_duration_seconds{end=failed}"), 1.0);
+    // Named tasks carry their name; unnamed ones an empty `task`.
+    assert_eq!(get("after_task_duration_seconds{end=succeeded,task=}"), 1.0);
+    assert_eq!(
+        get("after_task_duration_seconds{end=failed,task=audit}"),
+        1.0
+    );
 }
 
 /// Counts one thing by registering an after task, once: a recorder may run any code.

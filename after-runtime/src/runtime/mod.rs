@@ -37,8 +37,8 @@ use crate::log::{Cancelled, Event};
 use crate::metrics::Delta;
 use crate::request::RequestInfo;
 use crate::scope::RequestScope;
-use crate::stats::{End, ShutdownReport, Stats};
-use crate::task::Location;
+use crate::stats::{End, ShutdownReport, Stats, TaskStats};
+use crate::task::Site;
 
 pub(crate) use self::state::WaitingKey;
 
@@ -168,6 +168,38 @@ impl AfterRuntime {
         self.shared.state().stats()
     }
 
+    /// The counts of each group of tasks: those with one
+    /// [name](crate::TaskOptions::name), or the unnamed ones registered at one place;
+    /// named groups first, then by name or location. A group appears once its first
+    /// task is registered.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use after_runtime::{AfterLayer, AfterRuntime, TaskKey, TaskOptions, after_with};
+    /// use axum::{Router, body::Body, http::Request, routing::post};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main] async fn main() {
+    /// let runtime = AfterRuntime::builder().build();
+    /// let app = Router::new()
+    ///     .route("/signup", post(|| async {
+    ///         let mail = TaskOptions::new().name("welcome-mail");
+    ///         after_with(mail, async { Err::<(), _>("relay refused") }).unwrap();
+    ///     }))
+    ///     .layer(AfterLayer::new(runtime.clone()));
+    /// let request = Request::post("/signup").body(Body::empty()).unwrap();
+    /// drop(app.oneshot(request).await.unwrap());
+    /// runtime.wait_idle().await;
+    ///
+    /// let mail = runtime.task_stats()[0];
+    /// assert_eq!(mail.task, TaskKey::Name("welcome-mail"));
+    /// assert_eq!((mail.registered, mail.failed), (1, 1));
+    /// # }
+    /// ```
+    pub fn task_stats(&self) -> Vec<TaskStats> {
+        self.shared.state().task_stats()
+    }
+
     /// Waits until no task is pending or running, and leaves the runtime as it is:
     /// it goes on taking tasks. For tests and scripts that check what the after work
     /// did; a server drains with [`shutdown`](Self::shutdown).
@@ -276,10 +308,12 @@ impl AfterRuntime {
     pub(crate) fn admit(
         &self,
         scope: &Arc<RequestScope>,
+        site: Site,
         held: usize,
         first: bool,
     ) -> (Result<Option<WaitingKey>, AfterError>, Unlocked<'_>) {
-        let (admitted, counts) = self.update_deferred(|state| state.admit(scope, held, first));
+        let (admitted, counts) =
+            self.update_deferred(|state| state.admit(scope, site, held, first));
         let unlocked = Unlocked {
             _counts: counts,
             shed: admitted.shed,
@@ -298,7 +332,7 @@ impl AfterRuntime {
             Submitted::Start(job) => self.start_on(scope.clone(), job),
             Submitted::Queued { shed } => drop_shed(shed),
             Submitted::Refused(error, job) => {
-                scope.log(job.location, Event::Rejected(&error));
+                scope.log(job.site, Event::Rejected(&error));
                 job.drop_unrun(&scope.request);
                 return Err(error);
             }
@@ -319,10 +353,7 @@ impl AfterRuntime {
             Split::AllStart(all) => all,
             Split::Some { start, cancelled } => {
                 for job in cancelled {
-                    scope.log(
-                        job.location,
-                        Event::Cancelled(Cancelled::ReleasedAfterShutdown),
-                    );
+                    scope.log(job.site, Event::Cancelled(Cancelled::ReleasedAfterShutdown));
                     // Dropped here, outside the lock: its captures may run any code.
                     job.drop_unrun(&scope.request);
                 }
@@ -354,16 +385,16 @@ impl AfterRuntime {
             // reach zero.
             Some(handle) => drop(handle.spawn(executor::run(scope, job))),
             None => {
-                let location = job.location;
-                scope.log(location, Event::Cancelled(Cancelled::NoTokioRuntime));
-                self.finish(End::Cancelled, location, &scope.request);
+                let site = job.site;
+                scope.log(site, Event::Cancelled(Cancelled::NoTokioRuntime));
+                self.finish(End::Cancelled, site, &scope.request);
             }
         }
     }
 
     /// A running task ended: counts it and starts the next waiting one.
-    pub(crate) fn finish(&self, end: End, location: Location, request: &RequestInfo) {
-        let Some(next) = self.finish_one(end, location, request) else {
+    pub(crate) fn finish(&self, end: End, site: Site, request: &RequestInfo) {
+        let Some(next) = self.finish_one(end, site, request) else {
             return;
         };
         // Starting the next task can end one synchronously (tokio drops futures
@@ -403,8 +434,8 @@ impl AfterRuntime {
 
     /// Counts a task's end; returns the next waiting task, now counted as running,
     /// for the caller to start.
-    fn finish_one(&self, end: End, location: Location, request: &RequestInfo) -> Option<Queued> {
-        self.update(|state| state.finish(end, location, request))
+    fn finish_one(&self, end: End, site: Site, request: &RequestInfo) -> Option<Queued> {
+        self.update(|state| state.finish(end, site, request))
     }
 
     /// Applies one state change under the lock and publishes its effect on the counts.
@@ -473,6 +504,6 @@ fn drop_shed(shed: Option<Shed>) {
 /// Cold: shedding happens only under `OverloadPolicy::ShedOldest` past `max_pending`.
 #[cold]
 fn log_and_drop_shed((scope, job): Queued) {
-    scope.log(job.location, Event::Shed);
+    scope.log(job.site, Event::Shed);
     job.drop_unrun(&scope.request);
 }

@@ -86,7 +86,7 @@ async fn drain(runtime: &AfterRuntime) {
 /// At the deadline: drops the tasks waiting for a slot, unrun.
 fn cancel_queued(runtime: &AfterRuntime) {
     for (scope, job) in runtime.update(|state| state.cancel_queued()) {
-        scope.log(job.location, Event::Cancelled(Cancelled::QueuedAtDeadline));
+        scope.log(job.site, Event::Cancelled(Cancelled::QueuedAtDeadline));
         job.drop_unrun(&scope.request);
     }
 }
@@ -100,10 +100,7 @@ fn cancel_unfinished(runtime: &AfterRuntime) {
         let jobs = scope.cancel_waiting();
         runtime.update(|state| state.cancel_unfinished(&scope.request, &jobs));
         for job in jobs {
-            scope.log(
-                job.location,
-                Event::Cancelled(Cancelled::UnfinishedAtDeadline),
-            );
+            scope.log(job.site, Event::Cancelled(Cancelled::UnfinishedAtDeadline));
             job.drop_unrun(&scope.request);
         }
     }

@@ -10,7 +10,7 @@
 //! and `cancelled`, so they add up to `registered`. And two bounds: `running` never
 //! passes `max_concurrency`, and `pending` never passes `max_pending`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 
 use slab::Slab;
@@ -21,8 +21,8 @@ use crate::error::{AfterError, AfterErrorKind};
 use crate::job::{Job, Jobs};
 use crate::request::RequestInfo;
 use crate::scope::RequestScope;
-use crate::stats::{End, ShutdownReport, Stats, UnfinishedTask};
-use crate::task::Location;
+use crate::stats::{End, ShutdownReport, Stats, TaskStats, UnfinishedTask};
+use crate::task::{Site, TaskKey};
 
 /// Queue slots kept once a burst has drained.
 const QUEUE_KEEP: usize = 1024;
@@ -65,6 +65,9 @@ pub(super) struct State {
     waiting: Slab<Weak<RequestScope>>,
     /// `wait_idle` calls waiting now.
     idle_watchers: usize,
+    /// Registrations and ends by name, or by location for unnamed tasks. Keys are
+    /// `'static` sites in the code, so the map is bounded by the code.
+    by_task: HashMap<TaskKey, TaskStats>,
 }
 
 /// What `admit` decided for a task whose response is not finished.
@@ -109,6 +112,7 @@ impl State {
             deadline: None,
             waiting: Slab::new(),
             idle_watchers: 0,
+            by_task: HashMap::new(),
         }
     }
 
@@ -125,14 +129,17 @@ impl State {
     pub(super) fn admit(
         &mut self,
         scope: &Arc<RequestScope>,
+        site: Site,
         held: usize,
         first: bool,
     ) -> Admitted {
         self.stats.registered += 1;
+        self.task(site).registered += 1;
         let shed = match self.room_to_wait(Some(held)) {
             Ok(shed) => shed,
             Err(error) => {
                 self.stats.rejected += 1;
+                self.task(site).rejected += 1;
                 return Admitted {
                     result: Err(error),
                     shed: None,
@@ -152,6 +159,7 @@ impl State {
     /// `max_pending`.
     pub(super) fn submit(&mut self, scope: &Arc<RequestScope>, job: Job) -> Submitted {
         self.stats.registered += 1;
+        self.task(job.site).registered += 1;
         if self.phase < Phase::Closed && self.stats.running < self.max_concurrency() {
             self.stats.running += 1;
             return Submitted::Start(job);
@@ -164,6 +172,7 @@ impl State {
             }
             Err(error) => {
                 self.stats.rejected += 1;
+                self.task(job.site).rejected += 1;
                 Submitted::Refused(error, job)
             }
         }
@@ -202,6 +211,7 @@ impl State {
             .ok_or(AfterError::new(AfterErrorKind::Overloaded))?;
         self.stats.pending -= 1;
         self.stats.rejected += 1;
+        self.task(oldest.1.site).rejected += 1;
         Ok(Box::new(oldest))
     }
 
@@ -227,7 +237,7 @@ impl State {
         for job in jobs {
             if self.phase >= Phase::Closed {
                 self.stats.pending -= 1;
-                self.cancelled(job.location, &scope.request);
+                self.cancelled(job.site, &scope.request);
                 cancelled.push(job);
             } else if self.stats.running < self.max_concurrency() {
                 self.stats.pending -= 1;
@@ -260,19 +270,22 @@ impl State {
     /// A running task ended: counts its end; returns the next waiting task, now
     /// counted as running, for the caller to start.
     #[inline]
-    pub(super) fn finish(
-        &mut self,
-        end: End,
-        location: Location,
-        request: &RequestInfo,
-    ) -> Option<Queued> {
+    pub(super) fn finish(&mut self, end: End, site: Site, request: &RequestInfo) -> Option<Queued> {
         self.stats.running -= 1;
+        let task = self.task(site);
+        match end {
+            End::Succeeded => task.succeeded += 1,
+            End::Failed => task.failed += 1,
+            End::Panicked => task.panicked += 1,
+            End::TimedOut => task.timed_out += 1,
+            End::Cancelled => {}
+        }
         match end {
             End::Succeeded => self.stats.succeeded += 1,
             End::Failed => self.stats.failed += 1,
             End::Panicked => self.stats.panicked += 1,
             End::TimedOut => self.stats.timed_out += 1,
-            End::Cancelled => self.cancelled(location, request),
+            End::Cancelled => self.cancelled(site, request),
         }
         self.start_next()
     }
@@ -315,13 +328,31 @@ impl State {
     /// Counts one task as cancelled and remembers it for the report. Cold: only a
     /// shutdown (or a task without a tokio runtime) cancels.
     #[cold]
-    fn cancelled(&mut self, location: Location, request: &RequestInfo) {
+    fn cancelled(&mut self, site: Site, request: &RequestInfo) {
         self.stats.cancelled += 1;
+        self.task(site).cancelled += 1;
         self.unfinished.push(UnfinishedTask {
-            location,
+            location: site.location,
+            name: site.name,
             method: request.method.clone(),
             path: request.path.as_str().to_owned(),
         });
+    }
+
+    /// The counts of the task's group, made on its first registration.
+    #[inline]
+    fn task(&mut self, site: Site) -> &mut TaskStats {
+        let key = site.key();
+        self.by_task
+            .entry(key)
+            .or_insert_with(|| TaskStats::new(key))
+    }
+
+    /// The counts of every group of tasks, ordered by key: names first.
+    pub(super) fn task_stats(&self) -> Vec<TaskStats> {
+        let mut all: Vec<TaskStats> = self.by_task.values().copied().collect();
+        all.sort_unstable_by_key(|t| t.task);
+        all
     }
 
     #[inline]
@@ -372,7 +403,7 @@ impl State {
         let queued: Vec<_> = self.queue.drain(..).collect();
         self.stats.pending -= queued.len() as u64;
         for (scope, job) in &queued {
-            self.cancelled(job.location, &scope.request);
+            self.cancelled(job.site, &scope.request);
         }
         queued
     }
@@ -389,7 +420,7 @@ impl State {
     pub(super) fn cancel_unfinished(&mut self, request: &RequestInfo, jobs: &[Job]) {
         self.stats.pending -= jobs.len() as u64;
         for job in jobs {
-            self.cancelled(job.location, request);
+            self.cancelled(job.site, request);
         }
     }
 

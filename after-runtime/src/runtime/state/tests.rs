@@ -15,7 +15,7 @@ use crate::request::Path;
 use crate::runtime::AfterRuntime;
 use crate::scope::RequestScope;
 use crate::stats::{End, Stats};
-use crate::task::Location;
+use crate::task::{Location, Site};
 
 mod sequences;
 
@@ -32,6 +32,11 @@ fn scope() -> Arc<RequestScope> {
     ))
 }
 
+/// Where the tasks of these tests were registered: all unnamed, at one place.
+fn site() -> Site {
+    Location::new("state.rs", 0, 1).into()
+}
+
 fn job(line: u32) -> Job {
     Job::new(async {}, Location::new("state.rs", line, 1))
 }
@@ -45,7 +50,9 @@ fn jobs(lines: impl IntoIterator<Item = u32>) -> Jobs {
 }
 
 fn lines(jobs: Jobs) -> Vec<u32> {
-    jobs.into_iter().map(|job| job.location.line()).collect()
+    jobs.into_iter()
+        .map(|job| job.site.location.line())
+        .collect()
 }
 
 /// Every registered task is in exactly one count.
@@ -62,7 +69,7 @@ fn admit_all(state: &mut State, scope: &Arc<RequestScope>, count: usize) -> Opti
     let mut key = None;
     for held in 0..count {
         let admitted = state
-            .admit(scope, held, key.is_none())
+            .admit(scope, site(), held, key.is_none())
             .result
             .expect("admitted");
         key = key.or(admitted);
@@ -74,9 +81,15 @@ fn admit_all(state: &mut State, scope: &Arc<RequestScope>, count: usize) -> Opti
 fn admit_counts_a_task_as_pending_and_enters_the_scope_in_the_waiting_list_once() {
     let mut state = state(|b| b);
     let scope = scope();
-    let first = state.admit(&scope, 0, true).result.unwrap();
+    let first = state.admit(&scope, site(), 0, true).result.unwrap();
     assert!(first.is_some());
-    assert!(state.admit(&scope, 1, false).result.unwrap().is_none());
+    assert!(
+        state
+            .admit(&scope, site(), 1, false)
+            .result
+            .unwrap()
+            .is_none()
+    );
     let s = state.stats();
     assert_eq!((s.registered, s.pending), (2, 2));
     assert_eq!(state.waiting.len(), 1);
@@ -88,12 +101,12 @@ fn admit_refuses_past_either_bound_and_counts_the_rejection() {
     let mut state = state(|b| b.max_pending(3).max_pending_per_request(2));
     let (a, b) = (scope(), scope());
     admit_all(&mut state, &a, 2);
-    let per_request = state.admit(&a, 2, false).result.unwrap_err();
+    let per_request = state.admit(&a, site(), 2, false).result.unwrap_err();
     assert_eq!(per_request.kind(), AfterErrorKind::Overloaded);
     assert!(per_request.to_string().contains("max_pending_per_request"));
 
     admit_all(&mut state, &b, 1);
-    let global = state.admit(&b, 1, false).result.unwrap_err();
+    let global = state.admit(&b, site(), 1, false).result.unwrap_err();
     assert_eq!(global.kind(), AfterErrorKind::Overloaded);
     assert!(global.to_string().contains("`max_pending` tasks"));
 
@@ -108,7 +121,7 @@ fn once_closed_every_registration_is_refused_as_shut_down() {
     assert!(!state.begin_shutdown(None));
     assert!(state.close_if_drained(true, Instant::now()));
     let scope = scope();
-    let admitted = state.admit(&scope, 0, true).result.unwrap_err();
+    let admitted = state.admit(&scope, site(), 0, true).result.unwrap_err();
     assert_eq!(admitted.kind(), AfterErrorKind::ShutDown);
     let Submitted::Refused(submitted, _) = state.submit(&scope, job(1)) else {
         panic!("a closed runtime took a task");
@@ -142,7 +155,11 @@ fn submit_waits_for_a_slot_within_max_pending() {
         panic!("past max_pending");
     };
     assert_eq!(error.kind(), AfterErrorKind::Overloaded);
-    assert_eq!(job.location.line(), 3, "the refused task is handed back");
+    assert_eq!(
+        job.site.location.line(),
+        3,
+        "the refused task is handed back"
+    );
     let s = state.stats();
     assert_eq!((s.running, s.pending, s.rejected), (1, 1, 1));
     assert_adds_up(s);
@@ -173,13 +190,13 @@ fn release_starts_what_fits_and_queues_the_rest_in_order_for_finish_to_start() {
     assert_eq!((lines(start), lines(cancelled)), (vec![1, 2], vec![]));
     assert_eq!((state.stats().running, state.stats().pending), (2, 2));
 
-    let next = state.finish(End::Succeeded, Location::caller(), &scope.request);
-    assert_eq!(next.map(|(_, job)| job.location.line()), Some(3));
-    let next = state.finish(End::Failed, Location::caller(), &scope.request);
-    assert_eq!(next.map(|(_, job)| job.location.line()), Some(4));
+    let next = state.finish(End::Succeeded, Location::caller().into(), &scope.request);
+    assert_eq!(next.map(|(_, job)| job.site.location.line()), Some(3));
+    let next = state.finish(End::Failed, Location::caller().into(), &scope.request);
+    assert_eq!(next.map(|(_, job)| job.site.location.line()), Some(4));
     assert!(
         state
-            .finish(End::Panicked, Location::caller(), &scope.request)
+            .finish(End::Panicked, Location::caller().into(), &scope.request)
             .is_none()
     );
     let s = state.stats();
@@ -235,7 +252,7 @@ fn finish_counts_each_end_once() {
     for end in ends {
         assert!(
             state
-                .finish(end, Location::caller(), &scope.request)
+                .finish(end, Location::caller().into(), &scope.request)
                 .is_none()
         );
     }
@@ -260,12 +277,12 @@ fn only_a_shutdown_waits_for_the_last_task() {
     let mut state = state(|b| b);
     let scope = scope();
     assert!(matches!(state.submit(&scope, job(1)), Submitted::Start(_)));
-    state.finish(End::Succeeded, Location::caller(), &scope.request);
+    state.finish(End::Succeeded, Location::caller().into(), &scope.request);
     assert!(!state.idle_and_watched(), "nobody waits while running");
     assert!(matches!(state.submit(&scope, job(2)), Submitted::Start(_)));
     state.begin_shutdown(None);
     assert!(!state.idle_and_watched(), "a task still runs");
-    state.finish(End::Succeeded, Location::caller(), &scope.request);
+    state.finish(End::Succeeded, Location::caller().into(), &scope.request);
     assert!(state.idle_and_watched());
 }
 
@@ -316,7 +333,7 @@ fn at_the_deadline_waiting_tasks_are_taken_and_counted_as_cancelled() {
 
     let queued = state.cancel_queued();
     assert_eq!(queued.len(), 1);
-    assert_eq!(queued[0].1.location.line(), 2);
+    assert_eq!(queued[0].1.site.location.line(), 2);
 
     let unfinished = state.take_unfinished();
     assert_eq!(unfinished.len(), 1);
@@ -375,12 +392,15 @@ fn shed_oldest_drops_the_task_that_waited_longest_for_a_slot_for_the_new_one() {
     let Submitted::Queued { shed: Some(shed) } = state.submit(&released, job(4)) else {
         panic!("the oldest is shed");
     };
-    assert_eq!(shed.1.location.line(), 2);
+    assert_eq!(shed.1.site.location.line(), 2);
     // And so does a task held for its response.
     let open = scope();
-    let admitted = state.admit(&open, 0, true);
+    let admitted = state.admit(&open, site(), 0, true);
     assert!(admitted.result.unwrap().is_some());
-    assert_eq!(admitted.shed.map(|shed| shed.1.location.line()), Some(3));
+    assert_eq!(
+        admitted.shed.map(|shed| shed.1.site.location.line()),
+        Some(3)
+    );
 
     let s = state.stats();
     assert_eq!(
@@ -389,8 +409,8 @@ fn shed_oldest_drops_the_task_that_waited_longest_for_a_slot_for_the_new_one() {
     );
     assert_adds_up(s);
     // The queue kept its order: the newest submitted task is next.
-    let next = state.finish(End::Succeeded, Location::caller(), &released.request);
-    assert_eq!(next.map(|(_, job)| job.location.line()), Some(4));
+    let next = state.finish(End::Succeeded, Location::caller().into(), &released.request);
+    assert_eq!(next.map(|(_, job)| job.site.location.line()), Some(4));
 }
 
 #[test]
@@ -399,7 +419,7 @@ fn shed_oldest_refuses_the_new_task_when_none_waits_for_a_slot() {
     let open = scope();
     admit_all(&mut state, &open, 1);
     // The one waiting task waits for its response, not for a slot: never shed.
-    let admitted = state.admit(&scope(), 0, true);
+    let admitted = state.admit(&scope(), site(), 0, true);
     assert!(admitted.shed.is_none());
     assert_eq!(
         admitted.result.unwrap_err().kind(),
@@ -426,7 +446,7 @@ fn shed_oldest_leaves_the_per_request_bound_alone() {
         state.submit(&released, job(2)),
         Submitted::Queued { .. }
     ));
-    let admitted = state.admit(&scope(), 1, false);
+    let admitted = state.admit(&scope(), site(), 1, false);
     assert!(
         admitted.shed.is_none(),
         "nothing is shed for a refused task"

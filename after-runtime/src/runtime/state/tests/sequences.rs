@@ -8,7 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::Instant;
 
-use super::{job, scope};
+use super::{job, scope, site};
 use crate::config::{Builder, OverloadPolicy};
 use crate::job::Job;
 use crate::runtime::state::{Split, State, Submitted, WaitingKey};
@@ -107,10 +107,10 @@ impl Model {
             }
             Op::Finish(i, end) => {
                 if self.running > 0 {
-                    let location = crate::task::Location::new("sequences.rs", i as u32, 1);
                     self.running -= 1;
                     let request = &self.requests[i % self.requests.len()].scope.request;
-                    if self.state.finish(end, location, request).is_some() {
+                    // Every task here is registered at `site()`: whichever ended, it was one.
+                    if self.state.finish(end, site(), request).is_some() {
                         self.queued -= 1;
                         self.running += 1;
                     }
@@ -133,15 +133,15 @@ impl Model {
         match &mut request.held {
             Some(held) => {
                 let first = request.waiting.is_none();
-                let admitted = self.state.admit(&request.scope, held.len(), first);
+                let admitted = self.state.admit(&request.scope, site(), held.len(), first);
                 if let Ok(key) = admitted.result {
                     request.waiting = request.waiting.or(key);
-                    held.push(job(1));
+                    held.push(job(0));
                 }
                 // A shed task waited for a slot: it leaves the queue.
                 self.queued -= usize::from(admitted.shed.is_some());
             }
-            None => match self.state.submit(&request.scope, job(1)) {
+            None => match self.state.submit(&request.scope, job(0)) {
                 Submitted::Start(_) => self.running += 1,
                 // In the place of a shed one, if one was.
                 Submitted::Queued { shed } => self.queued += usize::from(shed.is_none()),
@@ -210,6 +210,24 @@ impl Model {
         assert!(s.running <= self.max_concurrency as u64, "{s:?}");
         assert!(s.pending <= self.max_pending as u64, "{s:?}");
         assert_eq!(self.state.report().unfinished.len() as u64, s.cancelled);
+        // The groups' counts add up to the runtime's.
+        let groups = self.state.task_stats();
+        let sum =
+            |count: fn(&crate::stats::TaskStats) -> u64| groups.iter().map(count).sum::<u64>();
+        assert_eq!(sum(|t| t.registered), s.registered);
+        assert_eq!(sum(|t| t.in_flight()), s.pending + s.running);
+        assert_eq!(
+            [sum(|t| t.succeeded), sum(|t| t.failed), sum(|t| t.panicked)],
+            [s.succeeded, s.failed, s.panicked]
+        );
+        assert_eq!(
+            [
+                sum(|t| t.timed_out),
+                sum(|t| t.rejected),
+                sum(|t| t.cancelled)
+            ],
+            [s.timed_out, s.rejected, s.cancelled]
+        );
     }
 }
 
