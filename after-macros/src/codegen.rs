@@ -8,8 +8,10 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::{Expr, FnArg, Ident, ItemFn, Path};
 
+use crate::input::Options;
 use crate::tokens::respan;
 
 /// The hidden names of generated code. Mixed-site hygiene keeps them out of reach of
@@ -73,6 +75,7 @@ pub(crate) struct Registration<'a> {
     pub(crate) span: Span,
     /// Whether the `after!` is inside another block, so registers with its task.
     pub(crate) in_task: bool,
+    pub(crate) options: &'a Options,
     pub(crate) clones: &'a [Ident],
     /// Where the block uses the request's `headers` and `cookies`, if it does.
     pub(crate) headers: Option<Span>,
@@ -108,16 +111,25 @@ impl Registration<'_> {
         let line = start.line as u32;
         let column = start.column as u32 + 1;
         let body = self.body;
-        let register = quote_spanned! {span=>
-            #krate::__private::register(
-                &#context,
-                #krate::__private::Location::new(::core::file!(), #line, #column),
-                move |#task: #krate::__private::TaskContext| async move {
-                    #headers
-                    #cookies
-                    #body
-                },
-            )
+        let location = quote_spanned! {span=>
+            #krate::__private::Location::new(::core::file!(), #line, #column)
+        };
+        let closure = quote_spanned! {span=>
+            move |#task: #krate::__private::TaskContext| async move {
+                #headers
+                #cookies
+                #body
+            }
+        };
+        let register = if self.options.is_empty() {
+            quote_spanned! {span=>
+                #krate::__private::register(&#context, #location, #closure)
+            }
+        } else {
+            let options = task_options(krate, self.options, span);
+            quote_spanned! {span=>
+                #krate::__private::register_with(&#context, #location, #options, #closure)
+            }
         };
         if self.clones.is_empty() {
             // No braces around it: `unused_braces` would fire.
@@ -128,6 +140,17 @@ impl Registration<'_> {
         );
         quote_spanned!(span=> { #(#clones)* #register })
     }
+}
+
+/// The `TaskOptions` a block's options make. Each value keeps its own span, so a
+/// `timeout` that is not a `Duration` is reported at the user's expression.
+fn task_options(krate: &TokenStream, options: &Options, span: Span) -> TokenStream {
+    let name = options.name.as_ref().map(|name| quote!(.name(#name)));
+    let timeout = options.timeout.as_ref().map(|timeout| {
+        let method = Ident::new("timeout", timeout.span());
+        quote_spanned!(timeout.span()=> .#method(#timeout))
+    });
+    quote_spanned!(span=> #krate::__private::TaskOptions::new() #name #timeout)
 }
 
 /// Gives a `move` closure or `async move` block that registers tasks its own clone of

@@ -112,6 +112,7 @@ impl<'a> Rewriter<'a> {
                 krate: self.krate,
                 span,
                 in_task: self.in_block > 0,
+                options: &input.options,
                 clones: &input.clones,
                 headers,
                 cookies,

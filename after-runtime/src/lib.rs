@@ -277,7 +277,17 @@ pub use task::{Location, TaskKey, TaskOptions, TaskOutput};
 /// ```text
 /// after! { statements }                    // captures are moved in, as with `async move`
 /// after!(clone(a, b, ...) { statements })  // a, b, ... are cloned in first; the rest moved
+/// after!(name = "welcome-mail", timeout = Duration::from_secs(5), clone(db) { statements })
 /// ```
+///
+/// Options come before the block (or its capture list), each followed by a comma, in
+/// any order, each at most once; both are [`TaskOptions`]:
+///
+/// - `name = "..."`, a string literal: the task's name in its log lines, its span,
+///   the duration metric's `task` label, the shutdown report and
+///   [`AfterRuntime::task_stats`].
+/// - `timeout = <Duration>`, any expression, evaluated when the block registers:
+///   replaces the runtime's [`task_timeout`](Builder::task_timeout) for this task.
 ///
 /// The block may end in `()` or `Result<(), E>` with `E: Display`; an `Err` is logged
 /// and counted, never seen by the client.

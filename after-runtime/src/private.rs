@@ -12,8 +12,8 @@ use crate::context::{Cookies, Headers};
 use crate::job::Job;
 use crate::runtime::AfterRuntime;
 use crate::scope::{self, LayerScope, Path, Release, RequestScope};
-pub use crate::task::Location;
 use crate::task::TaskOutput;
+pub use crate::task::{Location, TaskOptions};
 
 /// The error type of an `after!` block that uses `?` and ends in a plain `Ok(())`,
 /// in a statement, or in a `()` value, so `?` accepts any error.
@@ -218,7 +218,7 @@ where
 pub fn register_with<F, Fut>(
     context: &TaskContext,
     location: Location,
-    options: crate::TaskOptions,
+    options: TaskOptions,
     task: F,
 ) where
     F: FnOnce(TaskContext) -> Fut,

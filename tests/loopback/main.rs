@@ -10,6 +10,7 @@ mod isolation;
 mod macro_behaviour;
 mod scope;
 mod shutdown;
+mod task_options;
 
 use std::sync::{Arc, Mutex};
 

@@ -10,11 +10,26 @@ async fn create_order(
     );
     {
         let id = db.insert(&order).await?;
+        ::after_runtime::__private::register_with(
+            &__after_context,
+            ::after_runtime::__private::Location::new(::core::file!(), 9u32, 5u32),
+            ::after_runtime::__private::TaskOptions::new()
+                .name("receipt")
+                .timeout(Duration::from_secs(5)),
+            move |__after_task: ::after_runtime::__private::TaskContext| async move {
+                send_receipt(id).await?;
+                #[allow(unreachable_code)]
+                ::core::result::Result::<
+                    (),
+                    ::after_runtime::__private::BoxError,
+                >::Ok(())
+            },
+        );
         {
             let db = ::core::clone::Clone::clone(&db);
             ::after_runtime::__private::register(
                 &__after_context,
-                ::after_runtime::__private::Location::new(::core::file!(), 9u32, 5u32),
+                ::after_runtime::__private::Location::new(::core::file!(), 12u32, 5u32),
                 move |__after_task: ::after_runtime::__private::TaskContext| async move {
                     #[allow(unused_variables)]
                     let headers = ::after_runtime::__private::TaskContext::headers(
@@ -42,7 +57,7 @@ async fn create_order(
         for item in order.items {
             ::after_runtime::__private::register(
                 &__after_context,
-                ::after_runtime::__private::Location::new(::core::file!(), 16u32, 9u32),
+                ::after_runtime::__private::Location::new(::core::file!(), 19u32, 9u32),
                 move |__after_task: ::after_runtime::__private::TaskContext| async move {
                     println!("reserve {item}");
                 },

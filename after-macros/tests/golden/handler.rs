@@ -6,6 +6,9 @@ async fn create_order(
     Json(order): Json<Order>,
 ) -> Result<Json<OrderId>, AppError> {
     let id = db.insert(&order).await?;
+    after!(name = "receipt", timeout = Duration::from_secs(5), {
+        send_receipt(id).await?;
+    });
     after!(clone(db) {
         let agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
         let session = cookies.get("session-id").map(|c| c.value().to_owned());
