@@ -10,9 +10,10 @@
 //! and `cancelled`, so they add up to `registered`. And two bounds: `running` never
 //! passes `max_concurrency`, and `pending` never passes `max_pending`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
+use rustc_hash::FxHashMap;
 use slab::Slab;
 use tokio::time::Instant;
 
@@ -66,8 +67,10 @@ pub(super) struct State {
     /// `wait_idle` calls waiting now.
     idle_watchers: usize,
     /// Registrations and ends by name, or by location for unnamed tasks. Keys are
-    /// `'static` sites in the code, so the map is bounded by the code.
-    by_task: HashMap<TaskKey, TaskStats>,
+    /// `'static` sites in the code, so the map is bounded by the code. Looked up twice
+    /// per task under the lock: hashed with Fx, not SipHash, as no key comes from a
+    /// client.
+    by_task: FxHashMap<TaskKey, TaskStats>,
 }
 
 /// What `admit` decided for a task whose response is not finished.
@@ -112,7 +115,7 @@ impl State {
             deadline: None,
             waiting: Slab::new(),
             idle_watchers: 0,
-            by_task: HashMap::new(),
+            by_task: FxHashMap::default(),
         }
     }
 
