@@ -1,5 +1,6 @@
 //! Each task runs in an `after_task` span that follows from its request's span, so a
 //! request id set by `TraceLayer` (or any span around the service) links to the task.
+//! A named task's span carries its name in the field `task`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use after_runtime::layer::After;
-use after_runtime::{AfterRuntime, after};
+use after_runtime::{AfterRuntime, TaskOptions, after, after_with};
 use http::{Request, Response};
 use tower::{Service, ServiceExt, service_fn};
 use tracing::field::{Field, Visit};
@@ -28,7 +29,7 @@ struct Label<'a>(&'a mut String);
 
 impl Visit for Label<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if matches!(field.name(), "request_id" | "path") {
+        if matches!(field.name(), "request_id" | "path" | "task") {
             self.0.push_str(&format!(" {}={value:?}", field.name()));
         }
     }
@@ -59,7 +60,12 @@ async fn each_task_span_follows_from_its_request_span() {
     let mut service = After::new(
         service_fn(|request: Request<()>| async move {
             let path = request.uri().path().to_owned();
-            after(async move { tracing::info!(path, "task ran") }).unwrap();
+            let task = async move { tracing::info!(path, "task ran") };
+            if request.uri().path() == "/r2" {
+                after_with(TaskOptions::new().name("export"), task).unwrap();
+            } else {
+                after(task).unwrap();
+            }
             Ok::<_, Infallible>(Response::new(String::new()))
         }),
         runtime.clone(),
@@ -86,7 +92,7 @@ async fn each_task_span_follows_from_its_request_span() {
         links,
         [
             "after_task path=\"/r1\" -> request request_id=1",
-            "after_task path=\"/r2\" -> request request_id=2",
+            "after_task path=\"/r2\" task=\"export\" -> request request_id=2",
         ]
     );
 }
