@@ -8,7 +8,7 @@
 //! | `after_tasks_ended_total` | counter | `end`: `succeeded`, `failed`, `panicked`, `timed_out`, `rejected`, `cancelled` | each task once, as it ends |
 //! | `after_tasks_pending` | gauge | | tasks waiting for their response or a slot |
 //! | `after_tasks_running` | gauge | | tasks running now |
-//! | `after_task_duration_seconds` | histogram | `end`, and `task`: the task's [name](crate::TaskOptions::name), empty for unnamed tasks | from a task's start to its end |
+//! | `after_task_duration_seconds` | histogram | `end`, and for a named task `task`: its [name](crate::TaskOptions::name) | from a task's start to its end |
 //!
 //! They are [`Stats`] as a time series: `registered` minus the sum of
 //! `ended` is `pending` plus `running`. Changes are published as the differences
@@ -215,6 +215,11 @@ pub(crate) fn task_duration(end: End, name: Option<&'static str>, duration: Dura
         End::TimedOut => "timed_out",
         End::Cancelled => "cancelled",
     };
-    metrics::histogram!(TASK_DURATION, "end" => end, "task" => name.unwrap_or(""))
-        .record(duration.as_secs_f64());
+    let seconds = duration.as_secs_f64();
+    match name {
+        Some(name) => {
+            metrics::histogram!(TASK_DURATION, "end" => end, "task" => name).record(seconds)
+        }
+        None => metrics::histogram!(TASK_DURATION, "end" => end).record(seconds),
+    }
 }

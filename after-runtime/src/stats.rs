@@ -22,15 +22,21 @@ use crate::task::{Location, TaskKey};
 /// assert_eq!(stats.settled() + stats.pending + stats.running, stats.registered);
 /// ```
 ///
-/// It displays as one line, for a log or a status page:
+/// It displays as one line, for a log or a status page: every end, then the tasks
+/// still pending and running if there are any.
 ///
 /// ```
 /// # use after_runtime::Stats;
 /// let stats = Stats { registered: 3, running: 1, succeeded: 1, failed: 1, ..Stats::default() };
 /// assert_eq!(
 ///     stats.to_string(),
-///     "3 registered: 0 pending, 1 running, 1 succeeded, 1 failed, \
-///      0 panicked, 0 timed out, 0 rejected, 0 cancelled",
+///     "3 registered: 1 succeeded, 1 failed, 0 panicked, 0 timed out, 0 rejected, \
+///      0 cancelled, 0 pending, 1 running",
+/// );
+/// let idle = Stats { registered: 1, succeeded: 1, ..Stats::default() };
+/// assert_eq!(
+///     idle.to_string(),
+///     "1 registered: 1 succeeded, 0 failed, 0 panicked, 0 timed out, 0 rejected, 0 cancelled",
 /// );
 /// ```
 ///
@@ -80,15 +86,14 @@ impl Stats {
     }
 }
 
-impl fmt::Display for Stats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Stats {
+    /// The line both `Display`s start with: the counts of every end.
+    fn fmt_ends(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} registered: {} pending, {} running, {} succeeded, {} failed, \
-             {} panicked, {} timed out, {} rejected, {} cancelled",
+            "{} registered: {} succeeded, {} failed, {} panicked, {} timed out, \
+             {} rejected, {} cancelled",
             self.registered,
-            self.pending,
-            self.running,
             self.succeeded,
             self.failed,
             self.panicked,
@@ -96,6 +101,16 @@ impl fmt::Display for Stats {
             self.rejected,
             self.cancelled,
         )
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_ends(f)?;
+        if self.pending + self.running > 0 {
+            write!(f, ", {} pending, {} running", self.pending, self.running)?;
+        }
+        Ok(())
     }
 }
 
@@ -222,10 +237,11 @@ pub(crate) enum End {
 /// # }
 /// ```
 ///
-/// It displays as the counts' line, then one line for each unfinished task:
+/// It displays as the counts' line (with the tasks a blocked thread left still
+/// running, if any), then one line for each unfinished task:
 ///
 /// ```text
-/// 3 registered: 0 pending, 0 running, 1 succeeded, 0 failed, 0 panicked, 0 timed out, 0 rejected, 2 cancelled
+/// 3 registered: 1 succeeded, 0 failed, 0 panicked, 0 timed out, 0 rejected, 2 cancelled
 ///   cancelled: POST /orders, src/orders.rs:42:9
 ///   cancelled: POST /orders, src/orders.rs:51:9
 /// ```
@@ -245,7 +261,15 @@ pub struct ShutdownReport {
 
 impl fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.stats)?;
+        let s = &self.stats;
+        s.fmt_ends(f)?;
+        if s.pending + s.running > 0 {
+            write!(
+                f,
+                ", {} still pending, {} still running",
+                s.pending, s.running
+            )?;
+        }
         for task in &self.unfinished {
             write!(f, "\n  cancelled: {task}")?;
         }
