@@ -23,7 +23,7 @@ use crate::job::{Job, Jobs};
 use crate::request::RequestInfo;
 use crate::scope::RequestScope;
 use crate::stats::{End, ShutdownReport, Stats, TaskStats, UnfinishedTask};
-use crate::task::{Site, TaskKey};
+use crate::task::Site;
 
 /// Queue slots kept once a burst has drained.
 const QUEUE_KEEP: usize = 1024;
@@ -68,9 +68,43 @@ pub(super) struct State {
     idle_watchers: usize,
     /// Registrations and ends by name, or by location for unnamed tasks. Keys are
     /// `'static` sites in the code, so the map is bounded by the code. Looked up twice
-    /// per task under the lock: hashed with Fx, not SipHash, as no key comes from a
-    /// client.
-    by_task: FxHashMap<TaskKey, TaskStats>,
+    /// per task under the lock, so keyed by where the strings are (`SiteId`), not by
+    /// what they say, and hashed with Fx, not SipHash: no key comes from a client.
+    by_task: FxHashMap<SiteId, TaskStats>,
+}
+
+/// A task group's key in the map: the address of its name, or of its location's
+/// file name with the line and column. Hashing and comparing a few words costs a
+/// fraction of hashing and comparing the strings. One text at two addresses (the
+/// same name in two crates) makes two entries, which `task_stats` adds up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SiteId {
+    text: usize,
+    len: usize,
+    line: u32,
+    column: u32,
+}
+
+impl SiteId {
+    fn of(site: &Site) -> Self {
+        match site.name {
+            Some(name) => SiteId {
+                text: name.as_ptr().addr(),
+                len: name.len(),
+                line: 0,
+                column: 0,
+            },
+            None => {
+                let file = site.location.file();
+                SiteId {
+                    text: file.as_ptr().addr(),
+                    len: file.len(),
+                    line: site.location.line(),
+                    column: site.location.column(),
+                }
+            }
+        }
+    }
 }
 
 /// What `admit` decided for a task whose response is not finished.
@@ -345,16 +379,29 @@ impl State {
     /// The counts of the task's group, made on its first registration.
     #[inline]
     fn task(&mut self, site: Site) -> &mut TaskStats {
-        let key = site.key();
         self.by_task
-            .entry(key)
-            .or_insert_with(|| TaskStats::new(key))
+            .entry(SiteId::of(&site))
+            .or_insert_with(|| TaskStats::new(site.key()))
     }
 
-    /// The counts of every group of tasks, ordered by key: names first.
+    /// The counts of every group of tasks, ordered by key: names first. Entries of
+    /// one group under several `SiteId`s (the same text at two addresses) add up.
     pub(super) fn task_stats(&self) -> Vec<TaskStats> {
         let mut all: Vec<TaskStats> = self.by_task.values().copied().collect();
         all.sort_unstable_by_key(|t| t.task);
+        all.dedup_by(|later, kept| {
+            let same = later.task == kept.task;
+            if same {
+                kept.registered += later.registered;
+                kept.succeeded += later.succeeded;
+                kept.failed += later.failed;
+                kept.panicked += later.panicked;
+                kept.timed_out += later.timed_out;
+                kept.rejected += later.rejected;
+                kept.cancelled += later.cancelled;
+            }
+            same
+        });
         all
     }
 

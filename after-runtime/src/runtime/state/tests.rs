@@ -455,3 +455,31 @@ fn shed_oldest_leaves_the_per_request_bound_alone() {
     assert!(error.to_string().contains("max_pending_per_request"));
     assert_eq!(state.stats().pending, 1);
 }
+
+#[test]
+fn one_name_at_two_addresses_is_one_group() {
+    let mut state = state(|b| b);
+    let scope = scope();
+    // The same text twice, at two addresses, as one name in two crates would be.
+    let here: &'static str = Box::leak(String::from("mail").into_boxed_str());
+    let there: &'static str = Box::leak(String::from("mail").into_boxed_str());
+    assert_ne!(here.as_ptr(), there.as_ptr());
+    for name in [here, there] {
+        let site = Site {
+            location: Location::caller(),
+            name: Some(name),
+        };
+        state.admit(&scope, site, 0, false);
+    }
+    let unnamed = state.admit(&scope, site(), 0, false);
+    assert!(unnamed.result.is_ok());
+    let groups = state.task_stats();
+    let summary: Vec<_> = groups
+        .iter()
+        .map(|g| (g.task.to_string(), g.registered))
+        .collect();
+    assert_eq!(
+        summary,
+        [("mail".to_owned(), 2), ("state.rs:0:1".to_owned(), 1)]
+    );
+}
