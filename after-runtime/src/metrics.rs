@@ -17,6 +17,7 @@
 //! are published as increments, so several runtimes in one process add up.
 //!
 //! ```
+//! # #[cfg(feature = "metrics")] {
 //! use after_runtime::metrics;
 //!
 //! // A Prometheus query for the share of after work that fails:
@@ -25,6 +26,7 @@
 //!     metrics::TASKS_ENDED, metrics::TASKS_ENDED,
 //! );
 //! assert!(query.starts_with("rate(after_tasks_ended_total"));
+//! # }
 //! ```
 //!
 //! `examples/metrics.rs` in the repository serves them as Prometheus text.
