@@ -253,7 +253,7 @@ mod task;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use config::{Builder, OverloadPolicy};
+pub use config::{Builder, OverloadPolicy, ThreadPriority};
 pub use context::{Cookies, Headers};
 pub use cookie::Cookie;
 pub use error::{AfterError, AfterErrorKind};
