@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use after_runtime::{AfterLayer, AfterRuntime, Builder, Delivery, after, outcome, with_after};
+use after_runtime::{AfterLayer, AfterRuntime, Builder, after, outcome, with_after};
 use after_workspace::{Client, TestServer, Version, within};
 use axum::Router;
 use axum::body::Body;
@@ -35,7 +35,6 @@ const PLACES: [Place; 2] = [Place::OwnThreads, Place::Handle];
 /// `Place::Handle`, the application's runtime that owns them.
 struct Elsewhere {
     runtime: AfterRuntime,
-    threads: String,
     background: Option<tokio::runtime::Runtime>,
 }
 
@@ -52,12 +51,14 @@ impl Elsewhere {
                     .enable_all()
                     .build()
                     .unwrap();
-                (builder.handle(background.handle().clone()), Some(background))
+                (
+                    builder.handle(background.handle().clone()),
+                    Some(background),
+                )
             }
         };
         Elsewhere {
             runtime: runtime.build(),
-            threads: threads.to_owned(),
             background,
         }
     }
@@ -80,7 +81,10 @@ impl Drop for Elsewhere {
 
 /// The name of the thread this runs on.
 fn thread() -> String {
-    std::thread::current().name().unwrap_or("unnamed").to_owned()
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned()
 }
 
 #[derive(Clone)]
@@ -113,10 +117,12 @@ async fn tasks_start_after_the_response_on_the_other_threads_and_see_its_outcome
             let runtime = &elsewhere.runtime;
             let (events, mut rx) = Events::new();
             let (chunk_tx, chunk_rx) = mpsc::channel(4);
-            let app = Router::new().route("/", get(streamed)).with_state(Streamed {
-                chunks: Handoff::new(chunk_rx),
-                events,
-            });
+            let app = Router::new()
+                .route("/", get(streamed))
+                .with_state(Streamed {
+                    chunks: Handoff::new(chunk_rx),
+                    events,
+                });
             let server = elsewhere.serve(app).await;
 
             let request = http::Request::get(server.url("/"))
@@ -342,7 +348,9 @@ async fn a_client_made_on_the_serving_runtime_works_from_a_task_on_own_threads()
     // The client's pooled connection is made here, on the serving runtime; the
     // task on the own threads reuses it: tokio I/O stays driven by the runtime
     // that registered it.
-    let first = within(state.client.get(&server.url("/ping"))).await.unwrap();
+    let first = within(state.client.get(&server.url("/ping")))
+        .await
+        .unwrap();
     assert_eq!(first.text(), "pong");
     within(Client::new(Version::Http1).get(&server.url("/")))
         .await
@@ -372,7 +380,23 @@ fn scheduling(stat: &str) -> (u32, i32) {
         .split_whitespace()
         .collect();
     // `fields[0]` is field 3 (state); nice is field 19, policy field 41.
-    (fields[41 - 3].parse().unwrap(), fields[19 - 3].parse().unwrap())
+    (
+        fields[41 - 3].parse().unwrap(),
+        fields[19 - 3].parse().unwrap(),
+    )
+}
+
+/// Waits until `n` threads are named `name`: a thread names itself once it runs.
+#[cfg(target_os = "linux")]
+fn until_threads_named(name: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while threads_named(name).len() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} threads named {name} never came"
+        );
+        std::thread::yield_now();
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -419,10 +443,13 @@ async fn own_threads_run_below_the_request_paths_priority() {
             .unwrap();
 
         // The task ran at that priority, and so does every one of the threads.
-        assert_eq!(within(rx.recv()).await.unwrap(), format!("{want:?}"), "{priority:?}");
-        let threads = threads_named(name);
-        assert_eq!(threads.len(), 2, "{priority:?}");
-        for thread in threads {
+        assert_eq!(
+            within(rx.recv()).await.unwrap(),
+            format!("{want:?}"),
+            "{priority:?}"
+        );
+        until_threads_named(name, 2);
+        for thread in threads_named(name) {
             assert_eq!(scheduling_of(&thread), want, "{priority:?}");
         }
         // The request path's threads keep theirs.
@@ -440,7 +467,7 @@ async fn shutdown_joins_the_own_threads() {
         .dedicated_threads(2)
         .thread_name("aft-join")
         .build();
-    assert_eq!(threads_named("aft-join").len(), 2);
+    until_threads_named("aft-join", 2);
     let (events, mut rx) = Events::new();
     let app = Router::new()
         .route("/", get(nests))
@@ -471,7 +498,7 @@ fn dropping_the_runtime_where_blocking_is_allowed_joins_its_threads() {
         .thread_name("aft-drop")
         .build();
     let clone = runtime.clone();
-    assert_eq!(threads_named("aft-drop").len(), 2);
+    until_threads_named("aft-drop", 2);
     drop(runtime);
     assert_eq!(threads_named("aft-drop").len(), 2, "a handle is left");
     drop(clone);
