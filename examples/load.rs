@@ -20,7 +20,7 @@
 //! cargo run --release --no-default-features --example load -- 0.25 20 4,64  # seconds per round, rounds, connections
 //! LOAD_MAX_CONCURRENCY=4096 cargo run --release --no-default-features --example load
 //! LOAD_VARIANTS=/with-after,/spawn cargo run --release --no-default-features --example load  # some variants
-//! cargo run --release --no-default-features --example load -- isolation 1 5  # seconds per round, rounds
+//! cargo run --release --no-default-features --example load -- isolation 1 5  # seconds per round, rounds[, background req/s]
 //! ```
 //!
 //! `isolation` runs another benchmark instead (`load/isolation.rs`): the latency of
@@ -358,7 +358,10 @@ async fn main() {
     if args.first().map(String::as_str) == Some("isolation") {
         let seconds = args.get(1).map_or(1.0, |v| v.parse().expect("seconds"));
         let rounds = args.get(2).map_or(5, |v| v.parse().expect("rounds"));
-        isolation::run(seconds, rounds).await;
+        let rate = args
+            .get(3)
+            .map(|v| v.parse().expect("background requests per second"));
+        isolation::run(seconds, rounds, rate).await;
         return;
     }
     let settings = Settings::from_env();

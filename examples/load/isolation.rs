@@ -1,8 +1,9 @@
 //! The isolation benchmark: does CPU-heavy after work slow other requests down?
 //!
-//! A background load of `BACKGROUND` keep-alive connections sends requests as fast as
-//! it can (it saturates the machine); each leaves after work: about 1 ms of CPU, or
-//! nothing (a no-op task). Meanwhile one probe connection sends unrelated requests to
+//! A background load of `BACKGROUND` keep-alive connections sends requests at a fixed
+//! rate, by default 1,000 a second per core: with about 1 ms of CPU left as after
+//! work by each, that saturates every core; the baseline leaves nothing (a no-op
+//! task) at the same rate. Meanwhile one probe connection sends unrelated requests to
 //! a plain handler, one at a time, and its latencies are recorded. Four variants, in
 //! alternation round by round (each round in a different order):
 //!
@@ -25,15 +26,24 @@
 use std::time::{Duration, Instant};
 
 use after_runtime::{AfterLayer, AfterRuntime, after};
-use after_workspace::TestServer;
 use after_workspace::handlers::plain;
+use after_workspace::{TestServer, process};
 use axum::Router;
 use axum::routing::get;
 
-use super::{Sender, connect, median, round_order, worker};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
 
-/// Background connections: enough to keep both cores of the server busy.
-const BACKGROUND: usize = 8;
+use super::{Sample, Sender, connect, median, round_order};
+
+/// Background connections, sharing the rate: enough that a slow response on one
+/// leaves the others sending.
+const BACKGROUND: usize = 16;
+
+/// One probe request every millisecond, whatever the latency of the last: a probe
+/// that sent back to back would send most of its requests while the server is
+/// quick, and miss the stalls it measures.
+const PROBE_PERIOD: Duration = Duration::from_millis(1);
 
 /// Waiting tasks each runtime holds at most: the rest are refused and counted, so a
 /// starved `SCHED_IDLE` thread drains in about a second between variants.
@@ -81,13 +91,15 @@ fn burn(iterations: u64) -> u64 {
     x
 }
 
-/// The iterations of `burn` that take about 1 ms of CPU on this machine.
+/// The iterations of `burn` that take about 1 ms of CPU on this machine, timed by
+/// the process's CPU time (nothing else runs yet), so a busy machine does not skew
+/// it the way wall time would.
 fn calibrate() -> u64 {
     let mut iterations = 10_000;
     loop {
-        let start = Instant::now();
+        let start = process::cpu_time();
         std::hint::black_box(burn(iterations));
-        let took = start.elapsed();
+        let took = process::cpu_time().saturating_sub(start);
         if took >= Duration::from_millis(20) {
             return (iterations as f64 * 1e-3 / took.as_secs_f64()) as u64;
         }
@@ -97,14 +109,14 @@ fn calibrate() -> u64 {
 
 fn app(shared: &AfterRuntime, dedicated: &AfterRuntime, iterations: u64) -> Router {
     let cpu = move || async move {
-        after(async move {
+        // Refused past `max_pending`: counted, and the response goes out anyway.
+        let _ = after(async move {
             std::hint::black_box(burn(iterations));
-        })
-        .expect("under AfterLayer");
+        });
         "ok"
     };
     let noop = || async {
-        after(async {}).expect("under AfterLayer");
+        let _ = after(async {});
         "ok"
     };
     let on_shared = AfterLayer::new(shared.clone());
@@ -115,6 +127,46 @@ fn app(shared: &AfterRuntime, dedicated: &AfterRuntime, iterations: u64) -> Rout
         .route("/cpu", get(cpu).layer(on_shared))
         .route("/dedicated/noop", get(noop).layer(on_dedicated.clone()))
         .route("/dedicated/cpu", get(cpu).layer(on_dedicated))
+}
+
+/// Sends requests for `path` on `sender`, one every `period` (or as soon as the
+/// previous response is read, if later), until `deadline`.
+async fn paced(
+    mut sender: Sender,
+    authority: String,
+    path: &'static str,
+    period: Duration,
+    deadline: Instant,
+) -> (Sender, Sample) {
+    let mut sample = Sample::default();
+    let uri: http::Uri = format!("http://{authority}{path}").parse().expect("uri");
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while Instant::now() < deadline {
+        tick.tick().await;
+        let request = http::Request::get(uri.clone())
+            .header(http::header::HOST, authority.as_str())
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let start = Instant::now();
+        let ok = async {
+            sender.ready().await.ok()?;
+            let response = sender.send_request(request).await.ok()?;
+            response.into_body().collect().await.ok()
+        }
+        .await;
+        match ok {
+            Some(_) => {
+                let us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
+                sample.latencies_us.push(us);
+            }
+            None => {
+                sample.errors += 1;
+                break;
+            }
+        }
+    }
+    (sender, sample)
 }
 
 /// One variant over all rounds.
@@ -149,9 +201,13 @@ async fn settle(runtimes: [&AfterRuntime; 2]) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Runs the benchmark: `seconds` per variant per round, `rounds` rounds.
-pub(super) async fn run(seconds: f64, rounds: usize) {
+/// Runs the benchmark: `seconds` per variant per round, `rounds` rounds, the
+/// background at `rate` requests a second (default 1,000 per core).
+pub(super) async fn run(seconds: f64, rounds: usize, rate: Option<f64>) {
     let duration = Duration::from_secs_f64(seconds);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rate = rate.unwrap_or(1_000.0 * cores as f64);
+    let period = Duration::from_secs_f64(BACKGROUND as f64 / rate);
     let iterations = calibrate();
     let shared = AfterRuntime::builder().max_pending(MAX_PENDING).build();
     let dedicated = AfterRuntime::builder()
@@ -177,10 +233,10 @@ pub(super) async fn run(seconds: f64, rounds: usize) {
     println!(
         "# after-runtime isolation: unrelated requests under CPU-heavy after work\n\n\
          {seconds} s per variant per round, {rounds} rounds; server: one tokio runtime of \
-         {workers} workers ({workers} cores); background: {BACKGROUND} HTTP/1.1 keep-alive \
-         connections, as fast as they go, each request leaving a task of {iterations} \
+         {workers} workers ({workers} cores); background: {rate:.0} requests/s over \
+         {BACKGROUND} HTTP/1.1 keep-alive connections, each request leaving a task of {iterations} \
          iterations (~1 ms of CPU) or a no-op; probe: 1 connection to a plain handler, one \
-         request at a time; clients on threads of their own; max_pending {MAX_PENDING}\n"
+         request a millisecond; clients on threads of their own; max_pending {MAX_PENDING}\n"
     );
 
     let mut background: Vec<Sender> = Vec::new();
@@ -211,18 +267,21 @@ pub(super) async fn run(seconds: f64, rounds: usize) {
             let load: Vec<_> = background
                 .drain(..)
                 .map(|sender| {
-                    background_clients.spawn(worker(
+                    let authority = authority.clone();
+                    background_clients.spawn(paced(
                         sender,
-                        authority.clone(),
+                        authority,
                         variant.path,
+                        period,
                         deadline,
                     ))
                 })
                 .collect();
-            let probing = probe_client.spawn(worker(
+            let probing = probe_client.spawn(paced(
                 probe.pop().expect("probe"),
                 authority.clone(),
                 "/probe",
+                PROBE_PERIOD,
                 deadline,
             ));
             let (sender, mut sample) = probing.await.expect("probe");
