@@ -318,7 +318,12 @@ impl AfterRuntime {
     ///
     /// A cancelled task that does not reach its next `.await` within 5 seconds (it
     /// blocks its thread) is left behind: `shutdown` returns and the report counts it
-    /// as still running. Called from inside a request under the layer, it waits for
+    /// as still running.
+    ///
+    /// With [`dedicated_threads`](crate::Builder::dedicated_threads), it then stops
+    /// those threads and waits until they have ended (for at most 5 seconds more,
+    /// and not at all if a task is left behind, or when called from a task on those
+    /// threads). Called from inside a request under the layer, it waits for
     /// that request too, so it cancels the request's tasks at the deadline.
     ///
     /// ```
