@@ -278,13 +278,18 @@ impl Builder {
     /// it a fair share. Work that spends CPU (rendering an e-mail, hashing,
     /// serialising, compressing) runs each poll to completion on a worker the
     /// connections also need: 1 ms of CPU after each request of a saturating load
-    /// raised other requests' median latency 29-fold on a 2-core server. On threads
-    /// of its own, at [`ThreadPriority::Idle`] (the default, see
-    /// [`thread_priority`](Self::thread_priority)), the OS runs the request path
-    /// first: the same load left the median within 1.5x (measured figures in the
-    /// README). The price: a task's start costs a cross-thread wake-up (the
-    /// per-request cost without this setting is unchanged), and the threads exist
-    /// even when idle.
+    /// made other requests' median latency 216 times a no-op task's on a
+    /// 2-core server. On threads of its own, at [`ThreadPriority::Idle`] (the
+    /// default, see [`thread_priority`](Self::thread_priority)), the OS runs the
+    /// request path first: under the same load, other requests' p50 and p99 stayed
+    /// at or below a no-op task's (the README's performance table). The price: the
+    /// after work gets only the CPU the request path leaves, a task's start costs a
+    /// wake-up on another thread (without this setting, the per-request cost is
+    /// unchanged), and the threads exist even when idle.
+    ///
+    /// The threads stop when [`shutdown`](crate::AfterRuntime::shutdown) has
+    /// drained, which waits for them to end, or when the last handle is dropped
+    /// (tasks hold one while they wait or run).
     ///
     /// Resources made on the serving runtime (a `sqlx` pool, a `reqwest` client, a
     /// hyper connection) work from these threads: tokio I/O stays registered with the
