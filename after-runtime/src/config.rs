@@ -278,7 +278,7 @@ impl Builder {
     /// it a fair share. Work that spends CPU (rendering an e-mail, hashing,
     /// serialising, compressing) runs each poll to completion on a worker the
     /// connections also need: 1 ms of CPU after each request of a saturating load
-    /// made other requests' median latency 216 times a no-op task's on a
+    /// made other requests' median latency 136 times a no-op task's on a
     /// 2-core server. On threads of its own, at [`ThreadPriority::Idle`] (the
     /// default, see [`thread_priority`](Self::thread_priority)), the OS runs the
     /// request path first: under the same load, other requests' p50 and p99 stayed
