@@ -225,7 +225,7 @@
 //! hashing, serialising) is different: a tokio task runs each poll to completion,
 //! so a millisecond of CPU holds a worker the connections need. On a 2-core server
 //! under a load whose every request left 1 ms of CPU as after work, unrelated
-//! requests answered hundreds of times slower than with a no-op task (the README's
+//! requests answered over a hundred times slower than with a no-op task (the README's
 //! performance table has the figures).
 //!
 //! [`Builder::dedicated_threads`] runs the tasks on threads of their own, in a tokio
