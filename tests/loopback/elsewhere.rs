@@ -545,3 +545,32 @@ async fn dropping_the_runtime_in_a_task_stops_its_threads() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn tasks_for_a_runtime_the_application_stopped_are_counted_as_cancelled() {
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = AfterRuntime::builder()
+        .handle(background.handle().clone())
+        .build();
+    background.shutdown_background();
+    let (events, mut rx) = Events::new();
+    let app = Router::new()
+        .route("/", get(nests))
+        .with_state(events)
+        .layer(AfterLayer::new(runtime.clone()));
+    let server = TestServer::start(app).await.unwrap();
+
+    let response = within(Client::new(Version::Http1).get(&server.url("/")))
+        .await
+        .unwrap();
+    assert_eq!(response.text(), "ok");
+    within(runtime.wait_idle()).await;
+    let stats = runtime.stats();
+    assert_eq!((stats.registered, stats.cancelled), (1, 1), "{stats:?}");
+    assert!(rx.try_recv().is_err(), "the task never ran");
+    server.stop().await.unwrap();
+}
