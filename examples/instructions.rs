@@ -20,7 +20,11 @@
 //! registered), `/spawn` (`tokio::spawn` of a no-op future in the handler),
 //! `/after-fn` (`after()` of a no-op future), `/with-after` (`#[with_after]` with
 //! one empty `after!`), and `/spawn-yield` and `/with-after-yield` (the same two
-//! with a task that waits once before it ends, as a task awaiting I/O does). A task
+//! with a task that waits once before it ends, as a task awaiting I/O does),
+//! `/noop-layer-spawn` (the manual spawn under the same no-op layer, so that
+//! `/with-after` minus it is what `#[with_after]` adds over a hand-written spawn
+//! under the same layer stack) and `/dedicated-with-after` (`/with-after` on a
+//! runtime with `dedicated_threads(1)`: the task starts on another thread). A task
 //! that waits makes the workers park and wake each other, which under valgrind (it
 //! runs one thread at a time) now and then costs several times the usual count: for
 //! those two, take the lowest of a few runs.
@@ -42,13 +46,16 @@ use tower_http::map_response_body::MapResponseBodyLayer;
 /// Requests in flight at once.
 const CONCURRENCY: usize = 16;
 
-fn app(runtime: &AfterRuntime) -> Router {
+fn app(runtime: &AfterRuntime, dedicated: &AfterRuntime) -> Router {
     let layer = AfterLayer::new(runtime.clone());
+    let noop_layer = || MapResponseBodyLayer::new(|body: Body| body);
     Router::new()
         .route("/plain", get(plain))
+        .route("/noop-layer", get(plain).layer(noop_layer()))
+        .route("/noop-layer-spawn", get(spawn_noop).layer(noop_layer()))
         .route(
-            "/noop-layer",
-            get(plain).layer(MapResponseBodyLayer::new(|body: Body| body)),
+            "/dedicated-with-after",
+            get(with_after_noop).layer(AfterLayer::new(dedicated.clone())),
         )
         .route("/layer", get(plain).layer(layer.clone()))
         .route("/spawn", get(spawn_noop))
@@ -73,7 +80,13 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let runtime = AfterRuntime::builder().build();
-    let app = app(&runtime);
+    // Built only for its variant: its thread would add to every other count.
+    let dedicated = if path == "/dedicated-with-after" {
+        AfterRuntime::builder().dedicated_threads(1).build()
+    } else {
+        AfterRuntime::builder().build()
+    };
+    let app = app(&runtime, &dedicated);
     let path: &'static str = path.leak();
 
     let (cpu, wall) = tokio.block_on(async {
@@ -107,19 +120,23 @@ fn main() {
         while runtime.stats().pending + runtime.stats().running > 0 {
             tokio::task::yield_now().await;
         }
+        // Tasks on another thread: wait without spinning, which under valgrind
+        // (one thread at a time) would count millions of instructions.
+        dedicated.wait_idle().await;
         (process::cpu_time() - cpu, start.elapsed())
     });
 
     let done = (requests / CONCURRENCY * CONCURRENCY) as f64;
-    let stats = runtime.stats();
+    let (stats, on_threads) = (runtime.stats(), dedicated.stats());
     assert_eq!(
-        stats.succeeded, stats.registered,
-        "every task ran: {stats:?}"
+        stats.succeeded + on_threads.succeeded,
+        stats.registered + on_threads.registered,
+        "every task ran: {stats:?} {on_threads:?}"
     );
     println!(
         "{path}: {done} requests, {:.3} µs CPU and {:.3} µs wall per request; {} after tasks",
         cpu.as_secs_f64() * 1e6 / done,
         wall.as_secs_f64() * 1e6 / done,
-        stats.succeeded,
+        stats.succeeded + on_threads.succeeded,
     );
 }

@@ -20,7 +20,12 @@
 //! cargo run --release --no-default-features --example load -- 0.25 20 4,64  # seconds per round, rounds, connections
 //! LOAD_MAX_CONCURRENCY=4096 cargo run --release --no-default-features --example load
 //! LOAD_VARIANTS=/with-after,/spawn cargo run --release --no-default-features --example load  # some variants
+//! cargo run --release --no-default-features --example load -- isolation 1 5  # seconds per round, rounds[, background req/s]
 //! ```
+//!
+//! `isolation` runs another benchmark instead (`load/isolation.rs`): the latency of
+//! unrelated requests under a saturating load whose requests each leave about 1 ms
+//! of CPU as after work, against a no-op task, with and without `dedicated_threads`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,6 +40,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+#[path = "load/isolation.rs"]
+mod isolation;
 
 /// The work the 20 ms variants do, inline or after the response.
 const WORK: Duration = Duration::from_millis(20);
@@ -346,6 +354,16 @@ impl Settings {
 #[tokio::main]
 async fn main() {
     after_workspace::note_metrics_feature("load");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("isolation") {
+        let seconds = args.get(1).map_or(1.0, |v| v.parse().expect("seconds"));
+        let rounds = args.get(2).map_or(5, |v| v.parse().expect("rounds"));
+        let rate = args
+            .get(3)
+            .map(|v| v.parse().expect("background requests per second"));
+        isolation::run(seconds, rounds, rate).await;
+        return;
+    }
     let settings = Settings::from_env();
     let duration = Duration::from_secs_f64(settings.seconds);
     let runtime = AfterRuntime::builder()

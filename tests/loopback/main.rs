@@ -6,6 +6,7 @@ mod bounds;
 mod composition;
 mod context;
 mod delivery;
+mod elsewhere;
 mod isolation;
 mod macro_behaviour;
 mod scope;

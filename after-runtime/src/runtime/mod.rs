@@ -6,6 +6,8 @@
 //!   the lock is let go: spawning, logging, dropping unrun tasks, publishing counts.
 //! - `state.rs`: the state and its changes, plain data, tested on their own.
 //! - `shutdown.rs`: [`AfterRuntime::shutdown`], phase by phase.
+//! - `threads.rs`: the threads of `dedicated_threads`, started with the runtime and
+//!   stopped with it.
 //!
 //! Two cycles go through here, both because the work is shared. The runtime and the
 //! scope: the scope admits each registration into the runtime, and the runtime
@@ -16,6 +18,7 @@
 
 mod shutdown;
 mod state;
+mod threads;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -29,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use self::state::{Queued, Shed, Split, State, Submitted};
-use crate::config::{Builder, Config};
+use crate::config::{Builder, Config, Threads};
 use crate::error::AfterError;
 use crate::executor;
 use crate::job::{Job, Jobs};
@@ -87,6 +90,12 @@ struct Shared {
     deadline_moved: Notify,
     #[cfg(feature = "metrics")]
     gauges: crate::metrics::Gauges,
+    /// Where tasks are spawned, when the builder named a runtime (threads of its
+    /// own, or a handle); else each on the runtime that served its request.
+    spawner: Option<tokio::runtime::Handle>,
+    /// The threads of `dedicated_threads`: stopped by `shutdown`, or on drop.
+    /// Declared last, so it drops once everything else has.
+    own_threads: Option<threads::OwnThreads>,
 }
 
 impl fmt::Debug for AfterRuntime {
@@ -106,7 +115,15 @@ impl Default for AfterRuntime {
 
 impl Builder {
     /// Builds the runtime. It needs no tokio runtime to be built; tasks are spawned
-    /// on the tokio runtime that served their request.
+    /// on the tokio runtime that served their request, unless
+    /// [`dedicated_threads`](Self::dedicated_threads) or [`handle`](Self::handle)
+    /// says otherwise.
+    ///
+    /// # Panics
+    ///
+    /// With `dedicated_threads`, if the threads cannot be started (the OS refuses a
+    /// thread or an I/O driver); [`try_build`](Self::try_build) returns that error
+    /// instead.
     ///
     /// ```
     /// # use after_runtime::AfterRuntime;
@@ -114,8 +131,31 @@ impl Builder {
     /// assert_eq!(runtime.stats().registered, 0);
     /// ```
     pub fn build(self) -> AfterRuntime {
+        self.try_build()
+            .expect("after-runtime: could not start its dedicated threads")
+    }
+
+    /// Builds the runtime, or says why its
+    /// [`dedicated_threads`](Self::dedicated_threads) could not be started.
+    ///
+    /// ```
+    /// # use after_runtime::AfterRuntime;
+    /// let runtime = AfterRuntime::builder().dedicated_threads(1).try_build()?;
+    /// # drop(runtime);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_build(self) -> std::io::Result<AfterRuntime> {
         let config = self.into_config();
-        AfterRuntime {
+        let (spawner, own_threads) = match &config.threads {
+            Threads::Serving => (None, None),
+            Threads::Handle(handle) => (Some(handle.clone()), None),
+            Threads::Dedicated(n) => {
+                let (threads, handle) =
+                    threads::OwnThreads::start(*n, config.thread_priority, &config.thread_name)?;
+                (Some(handle), Some(threads))
+            }
+        };
+        Ok(AfterRuntime {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::new(config.clone())),
                 config,
@@ -125,8 +165,10 @@ impl Builder {
                 deadline_moved: Notify::new(),
                 #[cfg(feature = "metrics")]
                 gauges: crate::metrics::Gauges::default(),
+                spawner,
+                own_threads,
             }),
-        }
+        })
     }
 }
 
@@ -276,7 +318,12 @@ impl AfterRuntime {
     ///
     /// A cancelled task that does not reach its next `.await` within 5 seconds (it
     /// blocks its thread) is left behind: `shutdown` returns and the report counts it
-    /// as still running. Called from inside a request under the layer, it waits for
+    /// as still running.
+    ///
+    /// With [`dedicated_threads`](crate::Builder::dedicated_threads), it then stops
+    /// those threads and waits until they have ended (for at most 5 seconds more,
+    /// and not at all if a task is left behind, or when called from a task on those
+    /// threads). Called from inside a request under the layer, it waits for
     /// that request too, so it cancels the request's tasks at the deadline.
     ///
     /// ```
@@ -372,17 +419,23 @@ impl AfterRuntime {
         }
     }
 
-    /// Spawns on the tokio runtime that served the task's request: wherever the
-    /// response finished (a body may be dropped on a thread outside any runtime) and
-    /// wherever a sibling ended, for a queued task. (Not `tokio::spawn`: a request's
-    /// future may be dropped, releasing its tasks, where a task id is set but no
-    /// runtime is, as when a `LocalSet` outlives its runtime.)
+    /// Spawns on the runtime the builder named, else on the tokio runtime that
+    /// served the task's request: wherever the response finished (a body may be
+    /// dropped on a thread outside any runtime) and wherever a sibling ended, for a
+    /// queued task. (Not `tokio::spawn`: a request's future may be dropped,
+    /// releasing its tasks, where a task id is set but no runtime is, as when a
+    /// `LocalSet` outlives its runtime.)
     fn start_on(&self, scope: Arc<RequestScope>, job: Job) {
+        if let Some(spawner) = &self.shared.spawner {
+            drop(spawner.spawn(executor::run(scope, job)));
+            return;
+        }
         match scope.request.handle.clone() {
             // Spawned as is: the task's future is small (its timer and cancellation
             // wait are boxed, and built only if it waits). Not tracked by the
             // `TaskTracker`: `running` counts it, and `shutdown` waits for that to
-            // reach zero.
+            // reach zero. A runtime that has stopped drops it unpolled, and its
+            // guard counts it as cancelled.
             Some(handle) => drop(handle.spawn(executor::run(scope, job))),
             None => {
                 let site = job.site;

@@ -6,7 +6,8 @@
 //!    the deadline; then the runtime is closed to new tasks.
 //! 3. **Cancel**: drop the tasks waiting for a slot and those of unfinished
 //!    responses, unrun; cancel the running ones and wait, bounded, for them to stop.
-//! 4. **Report** the counts and where each cancelled task was registered.
+//! 4. **Report** the counts and where each cancelled task was registered, and stop
+//!    the runtime's own threads, if it has any.
 //!
 //! Every caller runs every phase; what one caller took, the others find gone.
 
@@ -32,7 +33,13 @@ pub(super) async fn run(runtime: &AfterRuntime, grace: Duration) -> ShutdownRepo
         cancel_running(runtime).await;
         runtime.update(|state| state.done());
     }
-    runtime.shared.state().report()
+    let report = runtime.shared.state().report();
+    if let Some(threads) = &runtime.shared.own_threads {
+        // Nothing runs there any more, unless a task blocks its thread: then do
+        // not wait for it again.
+        threads.stop(report.stats.running == 0).await;
+    }
+    report
 }
 
 /// Begins (or joins) the drain; returns whether the runtime was already done.
