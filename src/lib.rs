@@ -9,7 +9,8 @@ pub mod process;
 use std::future::IntoFuture;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, Once};
 
 use axum::Router;
 use bytes::Bytes;
@@ -139,18 +140,38 @@ pub struct CapturedLogs {
     buffer: Arc<Mutex<Vec<u8>>>,
 }
 
+thread_local! {
+    /// Where the process's subscriber writes this thread's events, if anywhere.
+    static CAPTURE: RefCell<Option<CapturedLogs>> = const { RefCell::new(None) };
+}
+
 impl CapturedLogs {
-    /// Captures every event at `DEBUG` and above on this thread until the guard drops.
-    /// Use with a current-thread runtime so the server and tasks log on this thread.
-    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+    /// Captures every event at `DEBUG` and above logged on this thread until the
+    /// guard drops. Use with a current-thread runtime so the server and tasks log on
+    /// this thread.
+    ///
+    /// One global subscriber serves every capture, rather than a thread-scoped one
+    /// each: `tracing` caches whether a callsite is enabled process-wide, and with
+    /// scoped subscribers coming and going on other test threads that cache now and
+    /// then said "never" for an event this thread wanted (seen: a test's failure
+    /// events missing, once in a few runs of the loopback suite).
+    ///
+    /// # Panics
+    ///
+    /// If the process already has another global subscriber.
+    pub fn install() -> (Self, CaptureGuard) {
+        static SUBSCRIBER: Once = Once::new();
+        SUBSCRIBER.call_once(|| {
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(ThreadCapture)
+                .try_init()
+                .expect("CapturedLogs needs the process's global subscriber to itself");
+        });
         let logs = CapturedLogs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        (logs, guard)
+        let previous = CAPTURE.replace(Some(logs.clone()));
+        (logs, CaptureGuard { previous })
     }
 
     /// Everything logged so far.
@@ -168,12 +189,32 @@ impl CapturedLogs {
     }
 }
 
-impl io::Write for CapturedLogs {
+/// Ends a [`CapturedLogs::install`] on its thread when dropped.
+#[derive(Debug)]
+#[must_use = "the capture ends when the guard drops"]
+pub struct CaptureGuard {
+    previous: Option<CapturedLogs>,
+}
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.set(self.previous.take());
+    }
+}
+
+/// The global subscriber's writer: the capture of the thread that logs, or nowhere.
+struct ThreadCapture;
+
+impl io::Write for ThreadCapture {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.buffer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
+        CAPTURE.with_borrow(|capture| {
+            if let Some(logs) = capture {
+                logs.buffer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
@@ -182,11 +223,11 @@ impl io::Write for CapturedLogs {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = CapturedLogs;
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadCapture {
+    type Writer = ThreadCapture;
 
-    fn make_writer(&'a self) -> CapturedLogs {
-        self.clone()
+    fn make_writer(&'a self) -> ThreadCapture {
+        ThreadCapture
     }
 }
 
