@@ -106,11 +106,17 @@ async fn create_order(
 ) -> Result<Response, (StatusCode, String)> {
     if order.quantity == 0 || order.email.is_empty() {
         tracing::warn!("order rejected: empty email or zero quantity");
-        return Err((StatusCode::UNPROCESSABLE_ENTITY, "email and quantity > 0 required".into()));
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email and quantity > 0 required".into(),
+        ));
     }
     let fail = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "order not written");
-        (StatusCode::SERVICE_UNAVAILABLE, "order not written".to_owned())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "order not written".to_owned(),
+        )
     };
     let mut tx = app.durable.pool().begin().await.map_err(|e| fail(&e))?;
     let order_id: i64 = sqlx::query_scalar(
@@ -143,20 +149,25 @@ async fn create_order(
             let chunks = futures_util::stream::unfold(0, move |step| {
                 let rest = rest.clone();
                 async move {
-                match step {
-                    0 => Some((Ok::<_, Infallible>(Bytes::from_static(b" ")), 1)),
-                    1 => {
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        Some((Ok(rest), 2))
+                    match step {
+                        0 => Some((Ok::<_, Infallible>(Bytes::from_static(b" ")), 1)),
+                        1 => {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            Some((Ok(rest), 2))
+                        }
+                        _ => None,
                     }
-                    _ => None,
-                }
                 }
             });
             Body::from_stream(chunks)
         }
     };
-    Ok((StatusCode::CREATED, [("content-type", "application/json")], body).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [("content-type", "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 async fn list_jobs(State(app): State<App>) -> Result<Response, StatusCode> {
@@ -174,7 +185,10 @@ async fn counts(State(app): State<App>) -> Result<Response, StatusCode> {
         tracing::error!(%error, "counting jobs failed");
         StatusCode::SERVICE_UNAVAILABLE
     })?;
-    Ok(Json(serde_json::json!({ "process": app.durable.counts(), "database": database })).into_response())
+    Ok(
+        Json(serde_json::json!({ "process": app.durable.counts(), "database": database }))
+            .into_response(),
+    )
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -202,7 +216,10 @@ async fn shutdown_signal() {
     }
 }
 
-async fn start_workers(durable: &Durable, pool: &SqlitePool) -> Result<Option<Workers>, Box<dyn std::error::Error>> {
+async fn start_workers(
+    durable: &Durable,
+    pool: &SqlitePool,
+) -> Result<Option<Workers>, Box<dyn std::error::Error>> {
     let concurrency: usize = env("AFTER_DURABLE_WORKERS", 4);
     if concurrency == 0 {
         println!("no workers in this process (AFTER_DURABLE_WORKERS=0)");

@@ -47,10 +47,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     /// Runs the job. An `Err` (or a panic) is counted, logged, and retried after the
     /// backoff until [`max_attempts`](JobOptions::max_attempts) runs have failed; then
     /// the job is dead: kept, listed, and requeueable.
-    fn run(
-        self,
-        cx: JobContext<Self::State>,
-    ) -> impl Future<Output = Result<(), JobError>> + Send;
+    fn run(self, cx: JobContext<Self::State>) -> impl Future<Output = Result<(), JobError>> + Send;
     /// This job's options; read when it is registered (attempts, key) and when a run
     /// fails (backoff).
     fn options(&self) -> JobOptions {

@@ -159,10 +159,7 @@ impl Enqueued {
 /// assert_eq!(durable.status_counts().await?.total(), 0);
 /// # Ok(()) }
 /// ```
-pub async fn enqueue<J: Job>(
-    tx: &mut SqliteConnection,
-    job: J,
-) -> Result<Enqueued, DurableError> {
+pub async fn enqueue<J: Job>(tx: &mut SqliteConnection, job: J) -> Result<Enqueued, DurableError> {
     let pending = pending(&job)?;
     let scope = REQUEST.try_with(Arc::clone).ok();
     let at = match &scope {

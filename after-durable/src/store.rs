@@ -54,7 +54,10 @@ pub(crate) async fn open(url: &str, config: &Config) -> Result<SqlitePool, Durab
 
 /// Seconds since the epoch, rounded up: a run time never comes before `now + after`.
 pub(crate) fn run_at(after: Duration) -> i64 {
-    let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + after;
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        + after;
     (at.as_secs() + u64::from(at.subsec_nanos() > 0)) as i64
 }
 
@@ -161,7 +164,10 @@ pub(crate) async fn list(
         "SELECT id, job_type, status, attempts, max_attempts, run_at, last_result, lock_by \
          FROM Jobs ORDER BY id LIMIT ?1"
     };
-    let rows = sqlx::query(sql).bind(i64::from(limit)).fetch_all(pool).await?;
+    let rows = sqlx::query(sql)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|row| JobInfo {

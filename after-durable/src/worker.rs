@@ -32,7 +32,8 @@ type Run = BoxFuture<'static, Result<(), JobError>>;
 
 /// A registered job type, its type erased: data in, a run and its backoff out.
 trait Runner: Send + Sync {
-    fn prepare(&self, payload: &[u8], id: String, attempt: u32) -> Result<(Run, Backoff), JobError>;
+    fn prepare(&self, payload: &[u8], id: String, attempt: u32)
+    -> Result<(Run, Backoff), JobError>;
 }
 
 struct TypedRunner<J: Job> {
@@ -40,7 +41,12 @@ struct TypedRunner<J: Job> {
 }
 
 impl<J: Job> Runner for TypedRunner<J> {
-    fn prepare(&self, payload: &[u8], id: String, attempt: u32) -> Result<(Run, Backoff), JobError> {
+    fn prepare(
+        &self,
+        payload: &[u8],
+        id: String,
+        attempt: u32,
+    ) -> Result<(Run, Backoff), JobError> {
         let job: J = serde_json::from_slice(payload)?;
         let backoff = job.options().backoff;
         let cx = JobContext {
@@ -257,15 +263,22 @@ impl Shared {
         let dead_for = self.durable.inner.config.orphaned_after().as_secs() as i64;
         for queue in &self.queues {
             let filter = WorkerFilter::AllExcept(queue.worker.name().to_owned());
-            match queries::reenqueue_orphaned(self.durable.pool(), dead_for, queue.name, &filter).await
+            match queries::reenqueue_orphaned(self.durable.pool(), dead_for, queue.name, &filter)
+                .await
             {
                 Ok(0) => {}
                 Ok(n) => {
                     bump(&self.durable.inner.counters.recovered, n);
-                    tracing::warn!(job = queue.name, jobs = n, "after_durable.recovered: jobs of a silent worker will run again");
+                    tracing::warn!(
+                        job = queue.name,
+                        jobs = n,
+                        "after_durable.recovered: jobs of a silent worker will run again"
+                    );
                     self.durable.inner.wake.notify_waiters();
                 }
-                Err(error) => tracing::error!(%error, job = queue.name, "after_durable: recovering orphaned jobs failed"),
+                Err(error) => {
+                    tracing::error!(%error, job = queue.name, "after_durable: recovering orphaned jobs failed")
+                }
             }
         }
     }
@@ -283,7 +296,9 @@ async fn heartbeat_loop(shared: Arc<Shared>, cancel: CancellationToken) {
             if let Err(error) = queries::keep_alive(pool, &queue.config, &queue.worker).await {
                 tracing::error!(%error, worker = queue.worker.name(), "after_durable: heartbeat failed");
                 // A worker row removed by hand: register again.
-                let _ = queries::register_worker(pool, &queue.config, &queue.worker, "after-durable").await;
+                let _ =
+                    queries::register_worker(pool, &queue.config, &queue.worker, "after-durable")
+                        .await;
             }
         }
         shared.recover().await;
@@ -356,7 +371,10 @@ async fn fetch_loop(shared: Arc<Shared>, cancel: CancellationToken) {
 
 enum Ending {
     Succeeded,
-    Failed { error: String, backoff: Option<Backoff> },
+    Failed {
+        error: String,
+        backoff: Option<Backoff>,
+    },
 }
 
 async fn run_one(
@@ -378,14 +396,18 @@ async fn run_one(
         }
     }
     bump(&counters.started, 1);
-    shared.running.lock().unwrap_or_else(PoisonError::into_inner).insert(
-        id.clone(),
-        RunningJob {
-            name,
-            worker: worker.clone(),
-            abort: None,
-        },
-    );
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(
+            id.clone(),
+            RunningJob {
+                name,
+                worker: worker.clone(),
+                abort: None,
+            },
+        );
     let runner = &shared.runners[name];
     let ending = match runner.prepare(&payload, id.clone(), attempt) {
         Err(error) => Ending::Failed {
@@ -601,7 +623,10 @@ impl Workers {
         let shared = &self.shared;
         shared.runs.close();
         let mut report = WorkerReport::default();
-        if tokio::time::timeout(grace, shared.runs.wait()).await.is_err() {
+        if tokio::time::timeout(grace, shared.runs.wait())
+            .await
+            .is_err()
+        {
             let cut: Vec<(String, RunningJob)> = shared
                 .running
                 .lock()
@@ -624,8 +649,12 @@ impl Workers {
                 .await;
                 bump(&shared.durable.inner.counters.interrupted, 1);
                 match put_back {
-                    Ok(_) => tracing::error!(job = job.name, %id, "after_durable.interrupted: cut off at the shutdown deadline; runs again on a next start"),
-                    Err(error) => tracing::error!(%error, job = job.name, %id, "after_durable.interrupted: cut off at the shutdown deadline; putting it back failed, it is recovered after the heartbeat timeout"),
+                    Ok(_) => {
+                        tracing::error!(job = job.name, %id, "after_durable.interrupted: cut off at the shutdown deadline; runs again on a next start")
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, job = job.name, %id, "after_durable.interrupted: cut off at the shutdown deadline; putting it back failed, it is recovered after the heartbeat timeout")
+                    }
                 }
                 report.unfinished.push(UnfinishedJob { id, name: job.name });
             }

@@ -26,10 +26,18 @@ const ORDER: &str = r#"{"email":"a@example.com","item":"tea","quantity":2}"#;
 fn example_binary() -> PathBuf {
     // target/<profile>/deps/crash_windows-<hash> -> target/<profile>/examples/durable
     let exe = std::env::current_exe().unwrap();
-    let binary = exe.parent().unwrap().parent().unwrap().join("examples").join("durable");
+    let binary = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("durable");
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/durable.rs");
     let built = std::fs::metadata(&binary).and_then(|m| m.modified());
-    let edited = std::fs::metadata(&source).and_then(|m| m.modified()).unwrap();
+    let edited = std::fs::metadata(&source)
+        .and_then(|m| m.modified())
+        .unwrap();
     match built {
         Ok(built) if built >= edited => binary,
         _ => panic!(
@@ -104,7 +112,10 @@ impl Example {
                         return line;
                     }
                 }
-                Ok(None) => panic!("the example exited before printing {needle:?}: {:?}", self.seen),
+                Ok(None) => panic!(
+                    "the example exited before printing {needle:?}: {:?}",
+                    self.seen
+                ),
                 Err(_) => panic!("no {needle:?} within {WAIT:?}: {:?}", self.seen),
             }
         }
@@ -155,7 +166,11 @@ async fn count(pool: &SqlitePool, sql: &'static str) -> i64 {
 }
 
 async fn job(pool: &SqlitePool) -> Option<(String, i64)> {
-    sqlx::query_as("SELECT status, attempts FROM Jobs").fetch_optional(pool).await.ok().flatten()
+    sqlx::query_as("SELECT status, attempts FROM Jobs")
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn wait_done(pool: &SqlitePool) -> (String, i64) {
@@ -185,14 +200,28 @@ async fn sigkill_after_the_response_before_the_release_runs_the_job_once_after_r
     let mut second = Example::start(&db, &env).await;
     let (_, attempts) = wait_done(&pool).await;
     let done_at = head_at.elapsed();
-    assert!(done_at + Duration::from_millis(200) >= hold, "ran before its hold expired: {done_at:?}");
+    assert!(
+        done_at + Duration::from_millis(200) >= hold,
+        "ran before its hold expired: {done_at:?}"
+    );
     // Whole-second run times, one poll, and the restart.
-    assert!(done_at <= hold + Duration::from_secs(2), "ran {done_at:?} after the response");
+    assert!(
+        done_at <= hold + Duration::from_secs(2),
+        "ran {done_at:?} after the response"
+    );
     assert_eq!(attempts, 1);
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM job_runs").await, 1, "exactly once");
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM job_runs").await,
+        1,
+        "exactly once"
+    );
     second.signal("TERM");
     assert_eq!(second.exit_code().await, Some(0));
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM job_runs").await, 1, "exactly once");
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM job_runs").await,
+        1,
+        "exactly once"
+    );
 }
 
 #[tokio::test]
@@ -200,7 +229,10 @@ async fn abort_after_the_commit_before_the_response_runs_the_job_once_after_rest
     let db = TempDb::new("abort-after-commit");
     let mut first = Example::start(
         &db,
-        &[("AFTER_DURABLE_HOLD_SECS", "2"), ("AFTER_DURABLE_ABORT_AFTER_COMMIT", "1")],
+        &[
+            ("AFTER_DURABLE_HOLD_SECS", "2"),
+            ("AFTER_DURABLE_ABORT_AFTER_COMMIT", "1"),
+        ],
     )
     .await;
     let result = Http::new(Version::HTTP_11)
@@ -209,7 +241,11 @@ async fn abort_after_the_commit_before_the_response_runs_the_job_once_after_rest
     assert!(result.is_err(), "the client got no response");
     assert_ne!(first.exit_code().await, Some(0), "aborted");
     let pool = pool(&db).await;
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM orders").await, 1, "committed");
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM orders").await,
+        1,
+        "committed"
+    );
 
     let mut second = Example::start(&db, &[("AFTER_DURABLE_HOLD_SECS", "2")]).await;
     let (_, attempts) = wait_done(&pool).await;
@@ -237,8 +273,16 @@ async fn sigkill_mid_job_reruns_it_after_restart() {
     let mut second = Example::start(&db, &[]).await;
     let (_, attempts) = wait_done(&pool).await;
     assert_eq!(attempts, 2, "the cut-off run counts");
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM job_runs").await, 2, "at least once: twice in all");
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM receipts").await, 1, "the side effect is idempotent");
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM job_runs").await,
+        2,
+        "at least once: twice in all"
+    );
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM receipts").await,
+        1,
+        "the side effect is idempotent"
+    );
     let (status, jobs) = Http::new(Version::HTTP_2)
         .text("GET", &format!("{}/jobs", second.url), "")
         .await
@@ -250,14 +294,20 @@ async fn sigkill_mid_job_reruns_it_after_restart() {
     second.signal("TERM");
     assert_eq!(second.exit_code().await, Some(0));
     let output = second.output().await;
-    let counts = output.iter().find(|l| l.starts_with("counts: ")).expect("counts printed");
+    let counts = output
+        .iter()
+        .find(|l| l.starts_with("counts: "))
+        .expect("counts printed");
     assert!(counts.contains(r#""recovered":1"#), "{counts}");
 }
 
 #[tokio::test]
 async fn an_immediate_restart_under_the_same_worker_name_still_processes_jobs() {
     let db = TempDb::new("same-name");
-    let env = [("AFTER_DURABLE_WORKER_NAME", "web-1"), ("AFTER_DURABLE_HEARTBEAT_SECS", "30")];
+    let env = [
+        ("AFTER_DURABLE_WORKER_NAME", "web-1"),
+        ("AFTER_DURABLE_HEARTBEAT_SECS", "30"),
+    ];
     let mut first = Example::start(&db, &env).await;
     let pool = pool(&db).await;
     assert_eq!(first.order("").await.status(), 201);
@@ -284,7 +334,14 @@ async fn an_immediate_restart_under_the_same_worker_name_still_processes_jobs() 
 #[tokio::test]
 async fn sigterm_during_a_job_lets_it_finish_and_exits_0() {
     let db = TempDb::new("term-mid-job");
-    let mut web = Example::start(&db, &[("AFTER_DURABLE_JOB_MS", "1500"), ("AFTER_DURABLE_GRACE_SECS", "20")]).await;
+    let mut web = Example::start(
+        &db,
+        &[
+            ("AFTER_DURABLE_JOB_MS", "1500"),
+            ("AFTER_DURABLE_GRACE_SECS", "20"),
+        ],
+    )
+    .await;
     assert_eq!(web.order("").await.status(), 201);
     let pool = pool(&db).await;
     eventually("the job started", WAIT, || async {
@@ -296,24 +353,42 @@ async fn sigterm_during_a_job_lets_it_finish_and_exits_0() {
     assert_eq!(job(&pool).await.unwrap(), ("Done".to_owned(), 1));
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM receipts").await, 1);
     let output = web.output().await;
-    assert!(output.iter().any(|l| l == "workers: every running job finished"), "{output:?}");
+    assert!(
+        output
+            .iter()
+            .any(|l| l == "workers: every running job finished"),
+        "{output:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_job_longer_than_the_grace_is_listed_and_rerun_on_the_next_start() {
     let db = TempDb::new("term-past-grace");
-    let mut web = Example::start(&db, &[("AFTER_DURABLE_JOB_MS", "60000"), ("AFTER_DURABLE_GRACE_SECS", "1")]).await;
+    let mut web = Example::start(
+        &db,
+        &[
+            ("AFTER_DURABLE_JOB_MS", "60000"),
+            ("AFTER_DURABLE_GRACE_SECS", "1"),
+        ],
+    )
+    .await;
     assert_eq!(web.order("").await.status(), 201);
     let pool = pool(&db).await;
     eventually("the job started", WAIT, || async {
         (count(&pool, "SELECT COUNT(*) FROM job_runs").await == 1).then_some(())
     })
     .await;
-    let id: String = sqlx::query_scalar("SELECT id FROM Jobs").fetch_one(&pool).await.unwrap();
+    let id: String = sqlx::query_scalar("SELECT id FROM Jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     web.signal("TERM");
     assert_eq!(web.exit_code().await, Some(0));
     let output = web.output().await;
-    let report = output.iter().find(|l| l.starts_with("workers: ")).expect("a report");
+    let report = output
+        .iter()
+        .find(|l| l.starts_with("workers: "))
+        .expect("a report");
     assert!(report.contains(&format!("send-receipt {id}")), "{report}");
     assert_eq!(job(&pool).await.unwrap().0, "Pending", "put back");
 
@@ -337,8 +412,15 @@ async fn a_worker_only_process_runs_the_jobs_a_web_process_without_workers_write
         (count(&pool, "SELECT COUNT(*) FROM Jobs WHERE status = 'Done'").await == 5).then_some(())
     })
     .await;
-    let pids: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT pid FROM job_runs").fetch_all(&pool).await.unwrap();
-    assert_eq!(pids, vec![i64::from(worker.pid())], "only the worker process ran jobs");
+    let pids: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT pid FROM job_runs")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        pids,
+        vec![i64::from(worker.pid())],
+        "only the worker process ran jobs"
+    );
     web.signal("TERM");
     worker.signal("TERM");
     assert_eq!(web.exit_code().await, Some(0));

@@ -24,7 +24,12 @@ fn cargo_tree(args: &[&str]) -> String {
 fn versions(tree: &str, name: &str) -> BTreeSet<String> {
     tree.lines()
         .filter_map(|line| line.strip_prefix(&format!("{name} v")))
-        .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_owned())
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -36,7 +41,9 @@ fn one_sqlx_and_one_libsqlite3_sys_in_the_tree() {
     let duplicates = cargo_tree(&["-d", "--workspace", "--all-features", "-e", "no-proc-macro"]);
     for name in ["sqlx", "sqlx-core", "sqlx-sqlite", "libsqlite3-sys"] {
         assert!(
-            !duplicates.lines().any(|l| l.starts_with(&format!("{name} v"))),
+            !duplicates
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} v"))),
             "{name} is duplicated:\n{duplicates}"
         );
     }
@@ -49,7 +56,15 @@ fn one_sqlx_and_one_libsqlite3_sys_in_the_tree() {
 
 #[test]
 fn after_durable_pulls_no_tls_stack() {
-    let tree = cargo_tree(&["-p", "after-durable", "--all-features", "-e", "normal", "--prefix", "none"]);
+    let tree = cargo_tree(&[
+        "-p",
+        "after-durable",
+        "--all-features",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+    ]);
     for tls in ["rustls", "native-tls", "openssl", "webpki"] {
         assert!(
             !tree.lines().any(|l| l.starts_with(tls)),
@@ -60,10 +75,26 @@ fn after_durable_pulls_no_tls_stack() {
 
 #[test]
 fn after_runtime_gains_no_dependency() {
-    let tree = cargo_tree(&["-p", "after-runtime", "--all-features", "-e", "normal", "--prefix", "none"]);
-    for name in ["sqlx", "apalis", "libsqlite3-sys", "after-durable", "serde_json"] {
+    let tree = cargo_tree(&[
+        "-p",
+        "after-runtime",
+        "--all-features",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+    ]);
+    for name in [
+        "sqlx",
+        "apalis",
+        "libsqlite3-sys",
+        "after-durable",
+        "serde_json",
+    ] {
         assert!(
-            !tree.lines().any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}-"))),
+            !tree
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}-"))),
             "after-runtime depends on {name}"
         );
     }

@@ -12,10 +12,10 @@ use after_durable::{
     Durable, DurableErrorKind, DurableLayer, Enqueued, Workers, after_durable, enqueue,
 };
 use after_runtime::{AfterLayer, AfterRuntime};
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Query;
 use axum::routing::post;
-use axum::Router;
 use http::Version;
 use http_body_util::BodyExt;
 use serde::Deserialize;
@@ -78,20 +78,25 @@ fn app(durable: &Durable, runtime: &AfterRuntime, ends: BodyEnds) -> Router {
                     }
                     match q.stream_ms {
                         None => Body::from("registered"),
-                        Some(ms) => Body::from_stream(futures_util::stream::unfold(0, move |step| {
-                            let ends = ends.clone();
-                            async move {
-                                match step {
-                                    0 => Some((Ok::<_, Infallible>(Bytes::from_static(b"head ")), 1)),
-                                    1 => {
-                                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                                        ends.lock().unwrap().push(Instant::now());
-                                        Some((Ok(Bytes::from_static(b"end")), 2))
+                        Some(ms) => {
+                            Body::from_stream(futures_util::stream::unfold(0, move |step| {
+                                let ends = ends.clone();
+                                async move {
+                                    match step {
+                                        0 => Some((
+                                            Ok::<_, Infallible>(Bytes::from_static(b"head ")),
+                                            1,
+                                        )),
+                                        1 => {
+                                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                                            ends.lock().unwrap().push(Instant::now());
+                                            Some((Ok(Bytes::from_static(b"end")), 2))
+                                        }
+                                        _ => None,
                                     }
-                                    _ => None,
                                 }
-                            }
-                        })),
+                            }))
+                        }
                     }
                 }
             }),
@@ -102,12 +107,9 @@ fn app(durable: &Durable, runtime: &AfterRuntime, ends: BodyEnds) -> Router {
 
 async fn job_rows(durable: &Durable) -> Vec<(String, i64)> {
     // A connection of its own, not the one that wrote.
-    let other = sqlx::SqlitePool::connect(&format!(
-        "sqlite:{}",
-        durable_path(durable).await
-    ))
-    .await
-    .unwrap();
+    let other = sqlx::SqlitePool::connect(&format!("sqlite:{}", durable_path(durable).await))
+        .await
+        .unwrap();
     let rows = sqlx::query_as::<_, (String, i64)>("SELECT status, run_at FROM Jobs ORDER BY id")
         .fetch_all(&other)
         .await
@@ -140,8 +142,15 @@ async fn the_row_is_visible_from_another_connection_when_the_client_has_the_head
             .unwrap();
         assert_eq!(response.status(), 200);
         let rows = job_rows(&durable).await;
-        assert_eq!(rows.len(), 1, "{version:?}: one job row once the head is here");
-        assert_eq!(rows[0].0, "Pending", "{version:?}: held until the response is finished");
+        assert_eq!(
+            rows.len(),
+            1,
+            "{version:?}: one job row once the head is here"
+        );
+        assert_eq!(
+            rows[0].0, "Pending",
+            "{version:?}: held until the response is finished"
+        );
         let _ = response.into_body().collect().await.unwrap();
         server.stop().await;
         runtime.shutdown(WAIT).await;
@@ -167,11 +176,21 @@ async fn no_job_starts_before_its_streamed_response_is_finished() {
         let head_at = Instant::now();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"head end");
-        assert!(head_at.elapsed() >= Duration::from_millis(450), "the body streamed");
-        eventually("three runs", WAIT, || async { (runs.len() == 3).then_some(()) }).await;
+        assert!(
+            head_at.elapsed() >= Duration::from_millis(450),
+            "the body streamed"
+        );
+        eventually("three runs", WAIT, || async {
+            (runs.len() == 3).then_some(())
+        })
+        .await;
         let body_end = ends.lock().unwrap()[0];
         for run in runs.0.lock().unwrap().iter() {
-            assert!(run.at >= body_end, "{version:?}: {} started before the body's end", run.tag);
+            assert!(
+                run.at >= body_end,
+                "{version:?}: {} started before the body's end",
+                run.tag
+            );
         }
         // Released by the response, not by the 60 s hold.
         assert!(head_at.elapsed() < Duration::from_secs(30));
@@ -219,7 +238,10 @@ async fn a_request_dropped_before_its_response_still_writes_its_jobs() {
     })
     .await;
     let counts = durable.counts();
-    assert_eq!((counts.registered, counts.persisted, counts.persist_failed), (1, 1, 0));
+    assert_eq!(
+        (counts.registered, counts.persisted, counts.persist_failed),
+        (1, 1, 0)
+    );
     server.stop().await;
     runtime.shutdown(WAIT).await;
     workers.shutdown(WAIT).await;
@@ -235,13 +257,20 @@ async fn outbox_rollback_writes_nothing_and_commit_writes_one_job_invisible_befo
 
     // Rolled back: no row, no run.
     let mut tx = durable.pool().begin().await.unwrap();
-    assert!(matches!(enqueue(&mut tx, Probe::new("rolled-back")).await.unwrap(), Enqueued::New(_)));
+    assert!(matches!(
+        enqueue(&mut tx, Probe::new("rolled-back")).await.unwrap(),
+        Enqueued::New(_)
+    ));
     tx.rollback().await.unwrap();
 
     // Committed: invisible (to another connection, hence to workers) before the commit.
     let mut tx = durable.pool().begin().await.unwrap();
     enqueue(&mut tx, Probe::new("committed")).await.unwrap();
-    assert_eq!(job_rows(&durable).await.len(), 0, "invisible before the commit");
+    assert_eq!(
+        job_rows(&durable).await.len(),
+        0,
+        "invisible before the commit"
+    );
     assert_eq!(runs.len(), 0);
     tx.commit().await.unwrap();
 
@@ -274,9 +303,15 @@ async fn an_idempotency_key_gives_one_row_one_run_and_reports_the_duplicate() {
             .unwrap();
         assert_eq!(status, 200);
     }
-    eventually("one run", WAIT, || async { (runs.len() == 1).then_some(()) }).await;
+    eventually("one run", WAIT, || async {
+        (runs.len() == 1).then_some(())
+    })
+    .await;
     let counts = durable.counts();
-    assert_eq!((counts.registered, counts.persisted, counts.duplicates), (2, 2, 1));
+    assert_eq!(
+        (counts.registered, counts.persisted, counts.duplicates),
+        (2, 2, 1)
+    );
 
     // The outbox form says so to its caller.
     let mut tx = durable.pool().begin().await.unwrap();
@@ -315,19 +350,29 @@ async fn retries_follow_the_backoff_then_the_job_is_dead_and_requeueable() {
     enqueue(&mut tx, broken).await.unwrap();
     tx.commit().await.unwrap();
 
-    eventually("flaky succeeded and broken is dead", Duration::from_secs(30), || async {
-        let s = durable.status_counts().await.unwrap();
-        (s.done == 1 && s.dead == 1).then_some(())
-    })
+    eventually(
+        "flaky succeeded and broken is dead",
+        Duration::from_secs(30),
+        || async {
+            let s = durable.status_counts().await.unwrap();
+            (s.done == 1 && s.dead == 1).then_some(())
+        },
+    )
     .await;
     let flaky = runs.of("flaky");
     assert_eq!(flaky.len(), 3, "k + 1 runs");
     let gaps: Vec<Duration> = flaky.windows(2).map(|w| w[1].at - w[0].at).collect();
     for (gap, backoff) in gaps.iter().zip([1000u64, 2000]) {
         let backoff = Duration::from_millis(backoff);
-        assert!(*gap >= backoff, "gap {gap:?} shorter than the backoff {backoff:?}");
+        assert!(
+            *gap >= backoff,
+            "gap {gap:?} shorter than the backoff {backoff:?}"
+        );
         // Run times are whole seconds, plus a poll.
-        assert!(*gap <= backoff + Duration::from_millis(1500), "gap {gap:?} for {backoff:?}");
+        assert!(
+            *gap <= backoff + Duration::from_millis(1500),
+            "gap {gap:?} for {backoff:?}"
+        );
     }
     assert_eq!(runs.of("broken").len(), 3, "exactly max attempts");
 
@@ -342,7 +387,13 @@ async fn retries_follow_the_backoff_then_the_job_is_dead_and_requeueable() {
     let dead = durable.dead_jobs(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!((dead[0].status.as_str(), dead[0].attempts), ("dead", 3));
-    assert!(dead[0].last_error.as_deref().unwrap().contains("fails on purpose"));
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("fails on purpose")
+    );
     assert!(durable.requeue(&dead[0].id).await.unwrap());
     eventually("the requeued job ran again", WAIT, || async {
         (runs.of("broken").len() == 4).then_some(())
@@ -379,7 +430,10 @@ async fn a_long_backoff_survives_a_restart() {
     })
     .await;
     let gap = runs.of("later")[1].at - failed_at;
-    assert!(gap >= Duration::from_secs(4), "the restart shortened the backoff to {gap:?}");
+    assert!(
+        gap >= Duration::from_secs(4),
+        "the restart shortened the backoff to {gap:?}"
+    );
     assert_eq!(durable.status_counts().await.unwrap().done, 1);
     second.shutdown(WAIT).await;
     durable.close(WAIT).await;
@@ -397,11 +451,17 @@ async fn after_n_requests_of_m_jobs_the_counts_add_up_and_match_the_database() {
     let server = TestServer::start(app(&durable, &runtime, BodyEnds::default())).await;
     let mut requests = Vec::new();
     for i in 0..N {
-        let client = Http::new(if i % 2 == 0 { Version::HTTP_11 } else { Version::HTTP_2 });
+        let client = Http::new(if i % 2 == 0 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_2
+        });
         // Every fifth request's jobs fail once, then succeed.
         let fail = if i % 5 == 0 { 1 } else { 0 };
         let url = server.url(&format!("/register?tag=r{i}&n={M}&fail_times={fail}"));
-        requests.push(tokio::spawn(async move { client.text("POST", &url, "").await }));
+        requests.push(tokio::spawn(
+            async move { client.text("POST", &url, "").await },
+        ));
     }
     for request in requests {
         assert_eq!(request.await.unwrap().unwrap().0, 200);

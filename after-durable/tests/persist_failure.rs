@@ -28,7 +28,10 @@ impl Write for Captured {
     }
 }
 
-async fn serve_read_only(db: &TempDb, policy: OnPersistFailure) -> (Durable, AfterRuntime, TestServer) {
+async fn serve_read_only(
+    db: &TempDb,
+    policy: OnPersistFailure,
+) -> (Durable, AfterRuntime, TestServer) {
     let durable = Durable::builder()
         .read_only(true)
         .on_persist_failure(policy)
@@ -66,7 +69,11 @@ async fn a_persist_failure_is_a_503_or_the_response_and_always_counted_and_logge
 
     for (policy, status, body) in [
         (OnPersistFailure::ServiceUnavailable, 503, ""),
-        (OnPersistFailure::KeepResponse, 200, "the handler's response"),
+        (
+            OnPersistFailure::KeepResponse,
+            200,
+            "the handler's response",
+        ),
     ] {
         let (durable, runtime, server) = serve_read_only(&db, policy).await;
         for version in [Version::HTTP_11, Version::HTTP_2] {
@@ -74,18 +81,33 @@ async fn a_persist_failure_is_a_503_or_the_response_and_always_counted_and_logge
                 .text("POST", &server.url("/register"), "")
                 .await
                 .unwrap();
-            assert_eq!((got, text.as_str()), (status, body), "{policy:?} {version:?}");
+            assert_eq!(
+                (got, text.as_str()),
+                (status, body),
+                "{policy:?} {version:?}"
+            );
         }
         let c = durable.counts();
-        assert_eq!((c.registered, c.persisted, c.persist_failed), (2, 0, 2), "{policy:?}");
+        assert_eq!(
+            (c.registered, c.persisted, c.persist_failed),
+            (2, 0, 2),
+            "{policy:?}"
+        );
         assert_eq!(c.registered, c.persisted + c.persist_failed);
         server.stop().await;
         runtime.shutdown(Duration::from_secs(5)).await;
         durable.close(Duration::from_secs(5)).await;
     }
-    assert_eq!(writer_handle.status_counts().await.unwrap().total(), 0, "nothing written");
+    assert_eq!(
+        writer_handle.status_counts().await.unwrap().total(),
+        0,
+        "nothing written"
+    );
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let failures = logs.lines().filter(|l| l.contains("after_durable.persist_failed")).count();
+    let failures = logs
+        .lines()
+        .filter(|l| l.contains("after_durable.persist_failed"))
+        .count();
     assert_eq!(failures, 4, "one error line per failed request:\n{logs}");
     assert!(logs.contains("ERROR"));
     writer_handle.close(Duration::from_secs(5)).await;

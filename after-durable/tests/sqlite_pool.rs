@@ -25,9 +25,18 @@ async fn every_pooled_connection_reports_the_configured_synchronous() {
             held.push(durable.pool().acquire().await.unwrap());
         }
         for conn in &mut held {
-            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut **conn).await.unwrap();
-            let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut **conn).await.unwrap();
-            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut **conn).await.unwrap();
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
             assert_eq!(sync, synchronous.pragma_value(), "{synchronous:?}");
             assert_eq!(journal, "wal");
             assert_eq!(busy, 1500);

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use after_durable::{Job, JobContext, JobError, JobOptions, Backoff};
+use after_durable::{Backoff, Job, JobContext, JobError, JobOptions};
 use axum::Router;
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -103,7 +103,12 @@ impl Http {
             client: builder.build_http(),
         }
     }
-    pub async fn send(&self, method: &str, url: &str, body: &str) -> Result<Response<Incoming>, BoxError> {
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: &str,
+    ) -> Result<Response<Incoming>, BoxError> {
         let request = Request::builder()
             .method(method)
             .uri(url)
@@ -111,7 +116,12 @@ impl Http {
             .body(Full::new(Bytes::from(body.to_owned())))?;
         Ok(self.client.request(request).await?)
     }
-    pub async fn text(&self, method: &str, url: &str, body: &str) -> Result<(u16, String), BoxError> {
+    pub async fn text(
+        &self,
+        method: &str,
+        url: &str,
+        body: &str,
+    ) -> Result<(u16, String), BoxError> {
         let response = self.send(method, url, body).await?;
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await?.to_bytes();
@@ -131,7 +141,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for: {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -150,7 +163,13 @@ pub struct Runs(pub Arc<Mutex<Vec<ProbeRun>>>);
 
 impl Runs {
     pub fn of(&self, tag: &str) -> Vec<ProbeRun> {
-        self.0.lock().unwrap().iter().filter(|r| r.tag == tag).cloned().collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.tag == tag)
+            .cloned()
+            .collect()
     }
     pub fn len(&self) -> usize {
         self.0.lock().unwrap().len()
@@ -171,7 +190,10 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(tag: impl Into<String>) -> Self {
-        Probe { tag: tag.into(), ..Default::default() }
+        Probe {
+            tag: tag.into(),
+            ..Default::default()
+        }
     }
 }
 
