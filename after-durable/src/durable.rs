@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{Row, SqlitePool};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, OnPersistFailure, Synchronous};
 use crate::counts::{Counters, Counts, StatusCounts, bump};
 use crate::error::DurableError;
+use crate::release;
 use crate::store::{self, JobInfo, PendingJob};
 use crate::worker::WorkersBuilder;
 
@@ -35,10 +36,12 @@ pub struct Durable {
 pub(crate) struct Inner {
     pub(crate) pool: SqlitePool,
     pub(crate) config: Config,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
     /// Wakes this process's workers when a held job is released, so that they do
     /// not wait for their next poll.
-    pub(crate) wake: Notify,
+    pub(crate) wake: Arc<Notify>,
+    /// Hands ids to the task that releases many requests' jobs in one statement.
+    pub(crate) releases: mpsc::UnboundedSender<release::Batch>,
     /// Writes and releases started outside a request's future (its drop guard).
     pub(crate) background: TaskTracker,
 }
@@ -181,12 +184,16 @@ impl DurableBuilder {
     /// ```
     pub async fn open(self, url: &str) -> Result<Durable, DurableError> {
         let pool = store::open(url, &self.config).await?;
+        let counters = Arc::new(Counters::default());
+        let wake = Arc::new(Notify::new());
+        let releases = release::spawn(pool.clone(), Arc::clone(&counters), Arc::clone(&wake));
         Ok(Durable {
             inner: Arc::new(Inner {
                 pool,
                 config: self.config,
-                counters: Counters::default(),
-                wake: Notify::new(),
+                counters,
+                wake,
+                releases,
                 background: TaskTracker::new(),
             }),
         })
@@ -400,17 +407,19 @@ impl Durable {
         }
     }
 
-    /// Makes held jobs runnable now and wakes this process's workers.
+    /// Makes held jobs runnable now and wakes this process's workers; returns once
+    /// the statement that released them has run.
     pub(crate) async fn release(&self, ids: &[String]) {
-        match store::release(&self.inner.pool, ids).await {
-            Ok(n) => {
-                bump(&self.inner.counters.released, n);
-                self.inner.wake.notify_waiters();
-            }
-            Err(error) => {
-                bump(&self.inner.counters.release_failed, ids.len() as u64);
-                tracing::error!(%error, jobs = ids.len(), "after_durable.release_failed: the jobs run when their hold expires");
-            }
+        if ids.is_empty() {
+            return;
+        }
+        let (done, released) = oneshot::channel();
+        let batch = release::Batch {
+            ids: ids.to_vec(),
+            done,
+        };
+        if self.inner.releases.send(batch).is_err() || released.await.is_err() {
+            release::release_now(&self.inner.pool, &self.inner.counters, &self.inner.wake, ids).await;
         }
     }
 }

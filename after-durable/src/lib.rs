@@ -8,6 +8,7 @@ mod durable;
 mod error;
 mod job;
 mod layer;
+mod release;
 mod scope;
 mod store;
 mod worker;
