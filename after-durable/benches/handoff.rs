@@ -40,7 +40,10 @@ impl Job for Noop {
 const PRODUCERS: usize = 32;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn wait_done(durable: &Durable, target: u64) {
@@ -74,7 +77,13 @@ async fn main() {
         .open(&url)
         .await
         .unwrap();
-    let workers = durable.workers().concurrency(8).job::<Noop>(()).start().await.unwrap();
+    let workers = durable
+        .workers()
+        .concurrency(8)
+        .job::<Noop>(())
+        .start()
+        .await
+        .unwrap();
     let runtime = AfterRuntime::builder().build();
     let app = Router::new()
         .route("/plain", post(|| async { "ok" }))
@@ -168,13 +177,19 @@ async fn main() {
     let (handoff, direct) = (handoff_rates[1], direct_rates[1]);
     let ratio = handoff / direct;
 
-    println!("handoff benchmark (SQLite, loopback, {requests} sequential requests each, {jobs} jobs x 3 rounds, {PRODUCERS} producers, 8 workers)");
+    println!(
+        "handoff benchmark (SQLite, loopback, {requests} sequential requests each, {jobs} jobs x 3 rounds, {PRODUCERS} producers, 8 workers)"
+    );
     println!(
         "latency p50: plain {:.3} ms, with after_durable {:.3} ms, added {:.3} ms (limit 1 ms): {}",
         plain_p50.as_secs_f64() * 1e3,
         durable_p50.as_secs_f64() * 1e3,
         added.as_secs_f64() * 1e3,
-        if added <= Duration::from_millis(1) { "ok" } else { "OVER" }
+        if added <= Duration::from_millis(1) {
+            "ok"
+        } else {
+            "OVER"
+        }
     );
     println!(
         "throughput: hand-off {handoff:.0} jobs/s, apalis push {direct:.0} jobs/s, ratio {ratio:.2} (limit 0.80): {}",

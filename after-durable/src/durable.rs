@@ -419,7 +419,13 @@ impl Durable {
             done,
         };
         if self.inner.releases.send(batch).is_err() || released.await.is_err() {
-            release::release_now(&self.inner.pool, &self.inner.counters, &self.inner.wake, ids).await;
+            release::release_now(
+                &self.inner.pool,
+                &self.inner.counters,
+                &self.inner.wake,
+                ids,
+            )
+            .await;
         }
     }
 }
