@@ -534,6 +534,15 @@ impl fmt::Debug for Workers {
     }
 }
 
+/// Dropped without [`shutdown`](Workers::shutdown): the loops stop taking jobs;
+/// running jobs go on, and a job left unrecorded is recovered after the heartbeat
+/// timeout.
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
 /// A job cut off by a shutdown past its grace: put back, it runs again on a next
 /// start (here or in another process).
 ///
@@ -616,10 +625,10 @@ impl Workers {
     /// assert!(report.unfinished.is_empty());
     /// # Ok(()) }
     /// ```
-    pub async fn shutdown(self, grace: Duration) -> WorkerReport {
+    pub async fn shutdown(mut self, grace: Duration) -> WorkerReport {
         self.cancel.cancel();
-        let _ = self.fetch.await;
-        let _ = self.heartbeat.await;
+        let _ = (&mut self.fetch).await;
+        let _ = (&mut self.heartbeat).await;
         let shared = &self.shared;
         shared.runs.close();
         let mut report = WorkerReport::default();
