@@ -74,6 +74,10 @@
 //!    or dead after `max_attempts`, listed by [`Durable::dead_jobs`] and
 //!    requeueable with [`Durable::requeue`].
 //!
+//! Like `after!`, a request's jobs are written whatever its response: a 4xx or 5xx,
+//! a redirect. Register them where the work is decided (after the order is
+//! written), not before a `?` that may fail.
+//!
 //! [`enqueue`] is the outbox form: the job is written in the handler's own sqlx
 //! transaction, committed or rolled back with the handler's rows, invisible to
 //! workers until the commit. Inside a request under `DurableLayer` it is held and

@@ -495,3 +495,68 @@ async fn after_durable_outside_a_request_is_an_error() {
     let err = after_durable(Probe::new("nowhere")).unwrap_err();
     assert_eq!(err.kind(), DurableErrorKind::NoScope);
 }
+
+#[tokio::test]
+async fn without_an_after_layer_the_jobs_are_released_at_once_with_a_warning() {
+    let db = TempDb::new("no-after-layer");
+    let durable = open(&db).await;
+    let runs = Runs::default();
+    let workers = workers(&durable, &runs, 2).await;
+    let app = Router::new()
+        .route(
+            "/register",
+            post(|| async {
+                after_durable(Probe::new("bare")).unwrap();
+                "registered"
+            }),
+        )
+        .layer(DurableLayer::new(durable.clone()));
+    let server = TestServer::start(app).await;
+    let (status, _) = Http::new(Version::HTTP_11)
+        .text("POST", &server.url("/register"), "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    // Not left to the 60 s hold: released by the layer itself.
+    eventually("the job ran", WAIT, || async {
+        (runs.of("bare").len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(durable.counts().released, 1);
+    server.stop().await;
+    workers.shutdown(WAIT).await;
+    durable.close(WAIT).await;
+}
+
+#[tokio::test]
+async fn jobs_of_an_error_response_are_still_written_and_run() {
+    let db = TempDb::new("error-response");
+    let durable = open(&db).await;
+    let runs = Runs::default();
+    let workers = workers(&durable, &runs, 2).await;
+    let runtime = AfterRuntime::builder().build();
+    let app = Router::new()
+        .route(
+            "/fail",
+            post(|| async {
+                after_durable(Probe::new("after-500")).unwrap();
+                (http::StatusCode::INTERNAL_SERVER_ERROR, "failed")
+            }),
+        )
+        .layer(DurableLayer::new(durable.clone()))
+        .layer(AfterLayer::new(runtime.clone()));
+    let server = TestServer::start(app).await;
+    let (status, _) = Http::new(Version::HTTP_2)
+        .text("POST", &server.url("/fail"), "")
+        .await
+        .unwrap();
+    assert_eq!(status, 500);
+    eventually("the job ran", WAIT, || async {
+        (runs.of("after-500").len() == 1).then_some(())
+    })
+    .await;
+    server.stop().await;
+    runtime.shutdown(WAIT).await;
+    workers.shutdown(WAIT).await;
+    durable.close(WAIT).await;
+}
