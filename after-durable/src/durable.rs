@@ -12,7 +12,7 @@ use crate::config::{Config, OnPersistFailure, Synchronous};
 use crate::counts::{Counters, Counts, StatusCounts, bump};
 use crate::error::DurableError;
 use crate::release;
-use crate::store::{self, JobInfo, PendingJob};
+use crate::store::{self, Db, JobInfo, PendingJob};
 use crate::worker::WorkersBuilder;
 
 /// The job database and this process's counts. Cheap to clone.
@@ -34,7 +34,7 @@ pub struct Durable {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) pool: SqlitePool,
+    pub(crate) db: Db,
     pub(crate) config: Config,
     pub(crate) counters: Arc<Counters>,
     /// Wakes this process's workers when a held job is released, so that they do
@@ -183,13 +183,13 @@ impl DurableBuilder {
     /// # let _ = durable; Ok(()) }
     /// ```
     pub async fn open(self, url: &str) -> Result<Durable, DurableError> {
-        let pool = store::open(url, &self.config).await?;
+        let db = store::open(url, &self.config).await?;
         let counters = Arc::new(Counters::default());
         let wake = Arc::new(Notify::new());
-        let releases = release::spawn(pool.clone(), Arc::clone(&counters), Arc::clone(&wake));
+        let releases = release::spawn(db.clone(), Arc::clone(&counters), Arc::clone(&wake));
         Ok(Durable {
             inner: Arc::new(Inner {
-                pool,
+                db,
                 config: self.config,
                 counters,
                 wake,
@@ -211,8 +211,12 @@ impl Durable {
         DurableBuilder::default()
     }
 
-    /// The pool, for the application's own queries and transactions (`enqueue`
-    /// takes one of its transactions).
+    /// The SQLite pool, for the application's own queries and transactions
+    /// (`enqueue` takes one of its transactions).
+    ///
+    /// # Panics
+    ///
+    /// If the database is PostgreSQL: use `pg_pool` there.
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -222,7 +226,29 @@ impl Durable {
     /// # Ok(()) }
     /// ```
     pub fn pool(&self) -> &SqlitePool {
-        &self.inner.pool
+        match &self.inner.db {
+            Db::Sqlite(pool) => pool,
+            #[cfg(feature = "postgres")]
+            Db::Postgres(_) => panic!("Durable::pool on a PostgreSQL database: use pg_pool"),
+        }
+    }
+
+    /// The PostgreSQL pool, if the database is PostgreSQL (`enqueue_pg` takes one of
+    /// its transactions).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), after_durable::DurableError> {
+    /// let durable = after_durable::Durable::builder().open("sqlite::memory:").await?;
+    /// assert!(durable.pg_pool().is_none());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.inner.db {
+            Db::Postgres(pool) => Some(pool),
+            Db::Sqlite(_) => None,
+        }
     }
 
     /// Starts configuring this process's workers.
@@ -259,24 +285,27 @@ impl Durable {
     /// # Ok(()) }
     /// ```
     pub async fn status_counts(&self) -> Result<StatusCounts, DurableError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM Jobs GROUP BY status")
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(DurableError::database)?;
-        let mut counts = StatusCounts::default();
-        for row in rows {
-            let n = row.get::<i64, _>(1) as u64;
-            match store::status_name(row.get::<&str, _>(0)) {
-                "pending" => counts.pending += n,
-                "queued" => counts.queued += n,
-                "running" => counts.running += n,
-                "done" => counts.done += n,
-                "failed" => counts.failed += n,
-                "dead" => counts.dead += n,
-                _ => {}
+        match &self.inner.db {
+            Db::Sqlite(pool) => {
+                let rows = sqlx::query("SELECT status, COUNT(*) FROM Jobs GROUP BY status")
+                    .fetch_all(pool)
+                    .await
+                    .map_err(DurableError::database)?;
+                let mut counts = StatusCounts::default();
+                for row in rows {
+                    store::add_status(
+                        &mut counts,
+                        row.get::<&str, _>(0),
+                        row.get::<i64, _>(1) as u64,
+                    );
+                }
+                Ok(counts)
             }
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => crate::pg::status_counts(pool)
+                .await
+                .map_err(DurableError::database),
         }
-        Ok(counts)
     }
 
     /// The first `limit` jobs by id (oldest first), every status.
@@ -288,7 +317,7 @@ impl Durable {
     /// # Ok(()) }
     /// ```
     pub async fn jobs(&self, limit: u32) -> Result<Vec<JobInfo>, DurableError> {
-        store::list(&self.inner.pool, false, limit)
+        store::list(&self.inner.db, false, limit)
             .await
             .map_err(DurableError::database)
     }
@@ -302,7 +331,7 @@ impl Durable {
     /// # Ok(()) }
     /// ```
     pub async fn dead_jobs(&self, limit: u32) -> Result<Vec<JobInfo>, DurableError> {
-        store::list(&self.inner.pool, true, limit)
+        store::list(&self.inner.db, true, limit)
             .await
             .map_err(DurableError::database)
     }
@@ -317,17 +346,22 @@ impl Durable {
     /// # Ok(()) }
     /// ```
     pub async fn requeue(&self, id: &str) -> Result<bool, DurableError> {
-        let done = sqlx::query(
-            "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = ?2, lock_by = NULL, \
-             lock_at = NULL, done_at = NULL WHERE id = ?1 AND status = 'Killed'",
-        )
-        .bind(id)
-        .bind(store::now_secs())
-        .execute(&self.inner.pool)
-        .await
+        let requeued = match &self.inner.db {
+            Db::Sqlite(pool) => sqlx::query(
+                "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = ?2, lock_by = NULL, \
+                 lock_at = NULL, done_at = NULL WHERE id = ?1 AND status = 'Killed'",
+            )
+            .bind(id)
+            .bind(store::now_secs())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() == 1),
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => crate::pg::requeue(pool, id).await,
+        }
         .map_err(DurableError::database)?;
         self.inner.wake.notify_waiters();
-        Ok(done.rows_affected() == 1)
+        Ok(requeued)
     }
 
     /// Waits (up to `grace`) for request writes that were moved off a dropped
@@ -345,7 +379,7 @@ impl Durable {
         let finished = tokio::time::timeout(grace, self.inner.background.wait())
             .await
             .is_ok();
-        self.inner.pool.close().await;
+        self.inner.db.close().await;
         finished
     }
 
@@ -357,31 +391,48 @@ impl Durable {
         hold: bool,
     ) -> Result<Vec<String>, DurableError> {
         let counters = &self.inner.counters;
-        let result = async {
-            let mut tx = self
-                .inner
-                .pool
-                .begin()
-                .await
-                .map_err(DurableError::database)?;
-            let at = store::run_at(if hold {
-                self.inner.config.hold
-            } else {
-                Duration::ZERO
-            });
-            let mut written = Vec::with_capacity(jobs.len());
-            let mut duplicates = Vec::new();
-            for job in jobs {
-                if store::insert(&mut tx, job, at).await? {
-                    written.push(job.id.to_string());
-                } else {
-                    duplicates.push(job);
+        let at = store::run_at(if hold {
+            self.inner.config.hold
+        } else {
+            Duration::ZERO
+        });
+        let result = match &self.inner.db {
+            Db::Sqlite(pool) => {
+                async {
+                    let mut tx = pool.begin().await.map_err(DurableError::database)?;
+                    let mut written = Vec::with_capacity(jobs.len());
+                    let mut duplicates = Vec::new();
+                    for job in jobs {
+                        if store::insert(&mut tx, job, at).await? {
+                            written.push(job.id.to_string());
+                        } else {
+                            duplicates.push(job);
+                        }
+                    }
+                    tx.commit().await.map_err(DurableError::database)?;
+                    Ok::<_, DurableError>((written, duplicates))
                 }
+                .await
             }
-            tx.commit().await.map_err(DurableError::database)?;
-            Ok::<_, DurableError>((written, duplicates))
-        }
-        .await;
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => {
+                async {
+                    let mut tx = pool.begin().await.map_err(DurableError::database)?;
+                    let mut written = Vec::with_capacity(jobs.len());
+                    let mut duplicates = Vec::new();
+                    for job in jobs {
+                        if crate::pg::insert(&mut tx, job, at).await? {
+                            written.push(job.id.to_string());
+                        } else {
+                            duplicates.push(job);
+                        }
+                    }
+                    tx.commit().await.map_err(DurableError::database)?;
+                    Ok::<_, DurableError>((written, duplicates))
+                }
+                .await
+            }
+        };
         match result {
             Ok((written, duplicates)) => {
                 bump(&counters.persisted, jobs.len() as u64);
@@ -419,13 +470,7 @@ impl Durable {
             done,
         };
         if self.inner.releases.send(batch).is_err() || released.await.is_err() {
-            release::release_now(
-                &self.inner.pool,
-                &self.inner.counters,
-                &self.inner.wake,
-                ids,
-            )
-            .await;
+            release::release_now(&self.inner.db, &self.inner.counters, &self.inner.wake, ids).await;
         }
     }
 }

@@ -224,15 +224,10 @@ async fn flush_detached(durable: Durable, jobs: Vec<PendingJob>, held: Vec<Strin
     let existing: HashSet<String> = if ids.is_empty() {
         HashSet::new()
     } else {
-        sqlx::query_scalar::<_, String>(
-            "SELECT id FROM Jobs WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(serde_json::to_string(&ids).unwrap_or_default())
-        .fetch_all(durable.pool())
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
+        crate::store::existing(&durable.inner.db, &ids)
+            .await
+            .into_iter()
+            .collect()
     };
     bump(&durable.inner.counters.persisted, existing.len() as u64);
     let missing: Vec<PendingJob> = jobs

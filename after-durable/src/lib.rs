@@ -154,6 +154,8 @@ mod durable;
 mod error;
 mod job;
 mod layer;
+#[cfg(feature = "postgres")]
+mod pg;
 mod release;
 mod scope;
 mod store;

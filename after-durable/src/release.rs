@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use sqlx::SqlitePool;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::counts::{Counters, bump};
-use crate::store;
+use crate::store::{self, Db};
 
 /// Most ids released by one statement.
 const MAX_BATCH: usize = 1000;
@@ -21,7 +20,7 @@ pub(crate) struct Batch {
 }
 
 pub(crate) fn spawn(
-    pool: SqlitePool,
+    pool: Db,
     counters: Arc<Counters>,
     wake: Arc<Notify>,
 ) -> mpsc::UnboundedSender<Batch> {
@@ -44,12 +43,7 @@ pub(crate) fn spawn(
     tx
 }
 
-pub(crate) async fn release_now(
-    pool: &SqlitePool,
-    counters: &Counters,
-    wake: &Notify,
-    ids: &[String],
-) {
+pub(crate) async fn release_now(pool: &Db, counters: &Counters, wake: &Notify, ids: &[String]) {
     match store::release(pool, ids).await {
         Ok(n) => {
             bump(&counters.released, n);

@@ -14,6 +14,36 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use crate::config::{Config, Synchronous};
 use crate::error::DurableError;
 
+/// The job database: SQLite, or PostgreSQL with the `postgres` feature.
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    pub(crate) async fn close(&self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+pub(crate) fn add_status(counts: &mut crate::counts::StatusCounts, apalis: &str, n: u64) {
+    match status_name(apalis) {
+        "pending" => counts.pending += n,
+        "queued" => counts.queued += n,
+        "running" => counts.running += n,
+        "done" => counts.done += n,
+        "failed" => counts.failed += n,
+        "dead" => counts.dead += n,
+        _ => {}
+    }
+}
+
 /// A job serialized at registration, waiting to be written.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingJob {
@@ -24,7 +54,17 @@ pub(crate) struct PendingJob {
     pub(crate) idempotency_key: Option<String>,
 }
 
-pub(crate) async fn open(url: &str, config: &Config) -> Result<SqlitePool, DurableError> {
+pub(crate) async fn open(url: &str, config: &Config) -> Result<Db, DurableError> {
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Db::Postgres(
+            crate::pg::open(url, config.max_connections).await?,
+        ));
+    }
+    open_sqlite(url, config).await.map(Db::Sqlite)
+}
+
+async fn open_sqlite(url: &str, config: &Config) -> Result<SqlitePool, DurableError> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(DurableError::database)?
         .create_if_missing(!config.read_only)
@@ -95,10 +135,15 @@ pub(crate) async fn insert(
 
 /// Makes held jobs runnable now. Jobs a worker already took (hold expired) or that
 /// were never committed (a rolled-back outbox) are left alone.
-pub(crate) async fn release(pool: &SqlitePool, ids: &[String]) -> Result<u64, sqlx::Error> {
+pub(crate) async fn release(db: &Db, ids: &[String]) -> Result<u64, sqlx::Error> {
     if ids.is_empty() {
         return Ok(0);
     }
+    let pool = match db {
+        Db::Sqlite(pool) => pool,
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => return crate::pg::release(pool, ids).await,
+    };
     let ids = serde_json::to_string(ids).unwrap_or_default();
     let done = sqlx::query(
         "UPDATE Jobs SET run_at = ?2 WHERE id IN (SELECT value FROM json_each(?1)) \
@@ -152,11 +197,31 @@ pub(crate) fn status_name(apalis: &str) -> &'static str {
     }
 }
 
+/// Ids among `ids` that have a row.
+pub(crate) async fn existing(db: &Db, ids: &[String]) -> Vec<String> {
+    match db {
+        Db::Sqlite(pool) => sqlx::query_scalar::<_, String>(
+            "SELECT id FROM Jobs WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(ids).unwrap_or_default())
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default(),
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => crate::pg::existing(pool, ids).await,
+    }
+}
+
 pub(crate) async fn list(
-    pool: &SqlitePool,
+    db: &Db,
     only_dead: bool,
     limit: u32,
 ) -> Result<Vec<JobInfo>, sqlx::Error> {
+    let pool = match db {
+        Db::Sqlite(pool) => pool,
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => return crate::pg::list(pool, only_dead, limit).await,
+    };
     let sql = if only_dead {
         "SELECT id, job_type, status, attempts, max_attempts, run_at, last_result, lock_by \
          FROM Jobs WHERE status = 'Killed' ORDER BY id LIMIT ?1"

@@ -26,7 +26,7 @@ use crate::counts::bump;
 use crate::durable::Durable;
 use crate::error::{DurableError, DurableErrorKind};
 use crate::job::{Backoff, Job, JobContext, JobError};
-use crate::store;
+use crate::store::{self, Db};
 
 type Run = BoxFuture<'static, Result<(), JobError>>;
 
@@ -192,9 +192,8 @@ impl WorkersBuilder {
             }
             queues.push(Queue::new(name, format!("{process}/{name}"), &self.durable));
         }
-        let pool = self.durable.pool().clone();
         for queue in &queues {
-            queries::register_worker(&pool, &queue.config, &queue.worker, "after-durable")
+            register(&self.durable.inner.db, queue)
                 .await
                 .map_err(DurableError::database)?;
         }
@@ -263,9 +262,22 @@ impl Shared {
         let dead_for = self.durable.inner.config.orphaned_after().as_secs() as i64;
         for queue in &self.queues {
             let filter = WorkerFilter::AllExcept(queue.worker.name().to_owned());
-            match queries::reenqueue_orphaned(self.durable.pool(), dead_for, queue.name, &filter)
-                .await
-            {
+            let recovered = match &self.durable.inner.db {
+                Db::Sqlite(pool) => {
+                    queries::reenqueue_orphaned(pool, dead_for, queue.name, &filter).await
+                }
+                #[cfg(feature = "postgres")]
+                Db::Postgres(pool) => {
+                    crate::pg::recover(
+                        pool,
+                        queue.name,
+                        queue.worker.name(),
+                        self.durable.inner.config.orphaned_after(),
+                    )
+                    .await
+                }
+            };
+            match recovered {
                 Ok(0) => {}
                 Ok(n) => {
                     bump(&self.durable.inner.counters.recovered, n);
@@ -284,6 +296,46 @@ impl Shared {
     }
 }
 
+async fn register(db: &Db, queue: &Queue) -> Result<(), sqlx::Error> {
+    match db {
+        Db::Sqlite(pool) => {
+            queries::register_worker(pool, &queue.config, &queue.worker, "after-durable").await
+        }
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => {
+            crate::pg::register_worker(pool, queue.worker.name(), queue.name).await
+        }
+    }
+}
+
+/// Claims up to `n` runnable jobs of `queue`: `(id, attempts so far, data)`.
+async fn claim(
+    db: &Db,
+    queue: &Queue,
+    n: usize,
+) -> Result<Vec<(String, u32, Vec<u8>)>, DurableError> {
+    match db {
+        Db::Sqlite(pool) => {
+            let config = queue.config.clone().batch_size(n);
+            let tasks = queries::fetch_next(pool, &config, &queue.worker)
+                .await
+                .map_err(DurableError::database)?;
+            Ok(tasks
+                .into_iter()
+                .filter_map(|task| {
+                    let id = task.ctx().task_id()?.to_string();
+                    let attempts = task.ctx().attempt() as u32;
+                    Some((id, attempts, task.args))
+                })
+                .collect())
+        }
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => crate::pg::fetch(pool, queue.worker.name(), queue.name, n)
+            .await
+            .map_err(DurableError::database),
+    }
+}
+
 async fn heartbeat_loop(shared: Arc<Shared>, cancel: CancellationToken) {
     let every = shared.durable.inner.config.heartbeat;
     loop {
@@ -292,13 +344,16 @@ async fn heartbeat_loop(shared: Arc<Shared>, cancel: CancellationToken) {
             () = tokio::time::sleep(every) => {}
         }
         for queue in &shared.queues {
-            let pool = shared.durable.pool();
-            if let Err(error) = queries::keep_alive(pool, &queue.config, &queue.worker).await {
+            let db = &shared.durable.inner.db;
+            let alive = match db {
+                Db::Sqlite(pool) => queries::keep_alive(pool, &queue.config, &queue.worker).await,
+                #[cfg(feature = "postgres")]
+                Db::Postgres(pool) => crate::pg::keep_alive(pool, queue.worker.name()).await,
+            };
+            if let Err(error) = alive {
                 tracing::error!(%error, worker = queue.worker.name(), "after_durable: heartbeat failed");
                 // A worker row removed by hand: register again.
-                let _ =
-                    queries::register_worker(pool, &queue.config, &queue.worker, "after-durable")
-                        .await;
+                let _ = register(db, queue).await;
             }
         }
         shared.recover().await;
@@ -333,21 +388,17 @@ async fn fetch_loop(shared: Arc<Shared>, cancel: CancellationToken) {
                 break;
             }
             let queue = &shared.queues[(start + i) % queues];
-            let config = queue.config.clone().batch_size(permits.len());
-            match queries::fetch_next(shared.durable.pool(), &config, &queue.worker).await {
+            match claim(&shared.durable.inner.db, queue, permits.len()).await {
                 Ok(tasks) => {
-                    for task in tasks {
+                    for (id, attempts, payload) in tasks {
                         let Some(permit) = permits.pop() else { break };
-                        let Some(id) = task.ctx().task_id().map(ToString::to_string) else {
-                            continue;
-                        };
-                        let attempt = task.ctx().attempt() as u32 + 1;
+                        let attempt = attempts + 1;
                         fetched += 1;
                         let shared2 = Arc::clone(&shared);
                         let worker = queue.worker.name().to_owned();
                         let name = queue.name;
                         shared.runs.spawn(async move {
-                            run_one(&shared2, name, worker, id, attempt, task.args).await;
+                            run_one(&shared2, name, worker, id, attempt, payload).await;
                             drop(permit);
                         });
                     }
@@ -385,9 +436,13 @@ async fn run_one(
     attempt: u32,
     payload: Vec<u8>,
 ) {
-    let pool = shared.durable.pool();
     let counters = &shared.durable.inner.counters;
-    match queries::lock_tasks(pool, std::slice::from_ref(&id), &worker).await {
+    let locked = match &shared.durable.inner.db {
+        Db::Sqlite(pool) => queries::lock_tasks(pool, std::slice::from_ref(&id), &worker).await,
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => crate::pg::lock(pool, &id, &worker).await,
+    };
+    match locked {
         Ok(1) => {}
         Ok(_) => return, // taken back meanwhile
         Err(error) => {
@@ -450,48 +505,57 @@ async fn run_one(
 
 /// The one place a run's end is counted, logged and written to its row.
 async fn record(shared: &Shared, name: &str, worker: &str, id: &str, attempt: u32, ending: Ending) {
-    let pool = shared.durable.pool();
     let counters = &shared.durable.inner.counters;
-    let now = store::now_secs();
-    let written = match &ending {
+    let db = &shared.durable.inner.db;
+    let written: Result<Option<String>, sqlx::Error> = match &ending {
         Ending::Succeeded => {
             bump(&counters.succeeded, 1);
-            sqlx::query(
-                "UPDATE Jobs SET status = 'Done', attempts = attempts + 1, done_at = ?3, \
-                 last_result = NULL WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' \
-                 RETURNING status",
-            )
-            .bind(id)
-            .bind(worker)
-            .bind(now)
-            .fetch_optional(pool)
-            .await
+            match db {
+                Db::Sqlite(pool) => {
+                    sqlx::query_scalar(
+                        "UPDATE Jobs SET status = 'Done', attempts = attempts + 1, done_at = ?3, \
+                     last_result = NULL WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' \
+                     RETURNING status",
+                    )
+                    .bind(id)
+                    .bind(worker)
+                    .bind(store::now_secs())
+                    .fetch_optional(pool)
+                    .await
+                }
+                #[cfg(feature = "postgres")]
+                Db::Postgres(pool) => crate::pg::record_success(pool, id, worker).await,
+            }
         }
         Ending::Failed { error, backoff } => {
             bump(&counters.failed, 1);
             let kill = backoff.is_none();
             let next = store::run_at(backoff.map(|b| b.delay(attempt)).unwrap_or_default());
-            sqlx::query(
-                "UPDATE Jobs SET attempts = attempts + 1, last_result = ?5, \
-                 status = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN 'Killed' ELSE 'Failed' END, \
-                 run_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN run_at ELSE ?4 END, \
-                 done_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN ?6 ELSE NULL END, \
-                 lock_by = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN lock_by ELSE NULL END, \
-                 lock_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN lock_at ELSE NULL END \
-                 WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' RETURNING status",
-            )
-            .bind(id)
-            .bind(worker)
-            .bind(kill)
-            .bind(next)
-            .bind(error)
-            .bind(now)
-            .fetch_optional(pool)
-            .await
+            match db {
+                Db::Sqlite(pool) => sqlx::query_scalar(
+                    "UPDATE Jobs SET attempts = attempts + 1, last_result = ?5, \
+                     status = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN 'Killed' ELSE 'Failed' END, \
+                     run_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN run_at ELSE ?4 END, \
+                     done_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN ?6 ELSE NULL END, \
+                     lock_by = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN lock_by ELSE NULL END, \
+                     lock_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN lock_at ELSE NULL END \
+                     WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' RETURNING status",
+                )
+                .bind(id)
+                .bind(worker)
+                .bind(kill)
+                .bind(next)
+                .bind(error)
+                .bind(store::now_secs())
+                .fetch_optional(pool)
+                .await,
+                #[cfg(feature = "postgres")]
+                Db::Postgres(pool) => crate::pg::record_failure(pool, id, worker, kill, next, error).await,
+            }
         }
     };
     let status: Option<String> = match written {
-        Ok(row) => row.map(|r| sqlx::Row::get(&r, 0)),
+        Ok(status) => status,
         Err(error) => {
             tracing::error!(%error, job = name, %id, "after_durable: recording a run's end failed; the job is recovered after the heartbeat timeout");
             return;
@@ -646,16 +710,21 @@ impl Workers {
                 if let Some(abort) = &job.abort {
                     abort.abort();
                 }
-                let put_back = sqlx::query(
-                    "UPDATE Jobs SET status = 'Pending', attempts = attempts + 1, lock_by = NULL, \
-                     lock_at = NULL, run_at = ?3, last_result = 'cut off by shutdown' \
-                     WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'",
-                )
-                .bind(&id)
-                .bind(&job.worker)
-                .bind(store::now_secs())
-                .execute(shared.durable.pool())
-                .await;
+                let put_back = match &shared.durable.inner.db {
+                    Db::Sqlite(pool) => sqlx::query(
+                        "UPDATE Jobs SET status = 'Pending', attempts = attempts + 1, lock_by = NULL, \
+                         lock_at = NULL, run_at = ?3, last_result = 'cut off by shutdown' \
+                         WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'",
+                    )
+                    .bind(&id)
+                    .bind(&job.worker)
+                    .bind(store::now_secs())
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected()),
+                    #[cfg(feature = "postgres")]
+                    Db::Postgres(pool) => crate::pg::put_back(pool, &id, &job.worker).await,
+                };
                 bump(&shared.durable.inner.counters.interrupted, 1);
                 match put_back {
                     Ok(_) => {
