@@ -167,6 +167,8 @@ pub use durable::{Durable, DurableBuilder};
 pub use error::{DurableError, DurableErrorKind};
 pub use job::{Backoff, Job, JobContext, JobError, JobOptions};
 pub use layer::{DurableLayer, DurableService, ResponseFuture};
+#[cfg(feature = "postgres")]
+pub use scope::enqueue_pg;
 pub use scope::{Enqueued, after_durable, enqueue};
 pub use store::JobInfo;
 pub use worker::{UnfinishedJob, WorkerReport, Workers, WorkersBuilder};

@@ -166,13 +166,55 @@ pub async fn enqueue<J: Job>(tx: &mut SqliteConnection, job: J) -> Result<Enqueu
         Some(scope) => store::run_at(scope.durable.inner.config.hold),
         None => store::run_at(std::time::Duration::ZERO),
     };
-    if !store::insert(tx, &pending, at).await? {
+    let inserted = store::insert(tx, &pending, at).await?;
+    Ok(written(scope, pending, inserted))
+}
+
+/// [`enqueue`] in a PostgreSQL transaction, for a [`Durable`] opened on a
+/// `postgres://` URL.
+///
+/// # Errors
+///
+/// A serialization or database error; the transaction is then the caller's to roll
+/// back.
+///
+/// ```no_run
+/// # use after_durable::{enqueue_pg, Durable, Job, JobContext, JobError};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+/// # impl Job for Ping { const NAME: &'static str = "ping"; type State = ();
+/// #   async fn run(self, _: JobContext<()>) -> Result<(), JobError> { Ok(()) } }
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let durable = Durable::builder().open("postgres://postgres@localhost/app").await?;
+/// let mut tx = durable.pg_pool().expect("PostgreSQL").begin().await?;
+/// enqueue_pg(&mut tx, Ping).await?;
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub async fn enqueue_pg<J: Job>(
+    tx: &mut sqlx::PgConnection,
+    job: J,
+) -> Result<Enqueued, DurableError> {
+    let pending = pending(&job)?;
+    let scope = REQUEST.try_with(Arc::clone).ok();
+    let at = match &scope {
+        Some(scope) => store::run_at(scope.durable.inner.config.hold),
+        None => store::run_at(std::time::Duration::ZERO),
+    };
+    let inserted = crate::pg::insert(tx, &pending, at).await?;
+    Ok(written(scope, pending, inserted))
+}
+
+/// What an outbox insert reports, and the held id the request will release.
+fn written(scope: Option<Arc<RequestJobs>>, pending: PendingJob, inserted: bool) -> Enqueued {
+    if !inserted {
         tracing::info!(
-            job = J::NAME,
+            job = pending.name,
             key = pending.idempotency_key.as_deref().unwrap_or_default(),
             "after_durable.duplicate: a job with this idempotency key exists; no new row"
         );
-        return Ok(Enqueued::Duplicate);
+        return Enqueued::Duplicate;
     }
     let id = pending.id.to_string();
     if let Some(scope) = scope {
@@ -182,5 +224,5 @@ pub async fn enqueue<J: Job>(tx: &mut SqliteConnection, job: J) -> Result<Enqueu
             .unwrap_or_else(PoisonError::into_inner)
             .push(id.clone());
     }
-    Ok(Enqueued::New(id))
+    Enqueued::New(id)
 }
