@@ -4,7 +4,8 @@
 //! a deploy, which `after_runtime`'s in-memory tasks do not.
 //!
 //! The job engine is [apalis](https://docs.rs/apalis) 1.0 on SQLite (embedded,
-//! nothing to install): its schema, migrations, insert and claim queries. This crate
+//! nothing to install; PostgreSQL with the `postgres` feature): its schema,
+//! migrations, insert and claim queries. This crate
 //! adds the hand-off from a request, the outbox form, and the worker loop around
 //! apalis's queries (see [Workers](#workers)).
 //!
@@ -122,8 +123,15 @@
 //! On other machines: run the same binary (or one that registers the same job
 //! types) with workers and without HTTP, on the same database; the example's
 //! `durable worker` does this. With SQLite that means one machine's disk (several
-//! processes on it); for several machines, PostgreSQL is apalis's backend for it
-//! (not wired up in this release).
+//! processes on it). For several machines, turn on the `postgres` feature and open
+//! a `postgres://` URL: the same API on apalis-postgres's schema, jobs claimed with
+//! `FOR UPDATE SKIP LOCKED` (apalis's `get_jobs`), [`enqueue_pg`] for the outbox
+//! form and `Durable::pg_pool` for the pool. apalis-postgres's migrations create
+//! the `hstore` extension, which takes a superuser (or an existing extension).
+//!
+//! sqlx's query macros inside apalis's crates read `DATABASE_URL` at compile time
+//! when it is set and then query that database: build with `SQLX_OFFLINE=true` if
+//! your environment sets it.
 //!
 //! # Counts
 //!
@@ -146,7 +154,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(feature = "sqlite"))]
-compile_error!("after-durable needs its `sqlite` feature (on by default)");
+compile_error!("after-durable needs its `sqlite` feature (on by default), also with `postgres`");
 
 mod config;
 mod counts;
