@@ -6,10 +6,10 @@
 pub mod handlers;
 pub mod process;
 
+use std::cell::RefCell;
 use std::future::IntoFuture;
 use std::io;
 use std::net::SocketAddr;
-use std::cell::RefCell;
 use std::sync::{Arc, Mutex, Once};
 
 use axum::Router;
