@@ -281,8 +281,12 @@ async fn outbox_rollback_writes_nothing_and_commit_writes_one_job_invisible_befo
     // One worker slot, oldest first: had the rolled-back job existed, it would have
     // run before the committed one.
     assert!(runs.of("rolled-back").is_empty());
-    let status = durable.status_counts().await.unwrap();
-    assert_eq!((status.total(), status.done), (1, 1));
+    // The worker records the end just after the run returns.
+    eventually("the committed job recorded as done", WAIT, || async {
+        (durable.status_counts().await.unwrap().done == 1).then_some(())
+    })
+    .await;
+    assert_eq!(durable.status_counts().await.unwrap().total(), 1);
     workers.shutdown(WAIT).await;
     durable.close(WAIT).await;
 }
@@ -434,7 +438,11 @@ async fn a_long_backoff_survives_a_restart() {
         gap >= Duration::from_secs(4),
         "the restart shortened the backoff to {gap:?}"
     );
-    assert_eq!(durable.status_counts().await.unwrap().done, 1);
+    // The worker records the end just after the run returns.
+    eventually("the second run recorded as done", WAIT, || async {
+        (durable.status_counts().await.unwrap().done == 1).then_some(())
+    })
+    .await;
     second.shutdown(WAIT).await;
     durable.close(WAIT).await;
 }
