@@ -5,7 +5,7 @@
 //! One process serves the app with `axum::serve` on 127.0.0.1 and drives it with
 //! hyper HTTP/1.1 clients: one keep-alive connection per worker task, each sending
 //! its next request as soon as the previous response body has been read. The variants
-//! run in alternation (A B C D E F G, A C E G B D F, ...) so they share the machine's
+//! run in alternation (A B C D E F G H, A D G B E H C F, ...) so they share the machine's
 //! noise, first at 4 connections (not saturated), then at 64 (saturated). The slices
 //! are short (0.25 s) and many (20 rounds): on a shared machine, whose speed drifts
 //! over seconds, long slices give each variant a different share of slow periods,
@@ -53,7 +53,7 @@ struct Variant {
     path: &'static str,
 }
 
-const VARIANTS: [Variant; 7] = [
+const VARIANTS: [Variant; 8] = [
     Variant {
         name: "plain",
         path: "/plain",
@@ -84,6 +84,12 @@ const VARIANTS: [Variant; 7] = [
         name: "after() + 1 no-op task",
         path: "/after-fn",
     },
+    // The hand-written spawn under the same `AfterLayer` as `#[with_after]`: the
+    // stack of an application that uses both, so the pair compares the task alone.
+    Variant {
+        name: "manual tokio::spawn no-op + AfterLayer",
+        path: "/layer-spawn",
+    },
 ];
 
 const PLAIN: usize = 0;
@@ -91,6 +97,7 @@ const WITH_AFTER: usize = 2;
 const SPAWN: usize = 3;
 const INLINE_20MS: usize = 4;
 const AFTER_20MS: usize = 5;
+const LAYER_SPAWN: usize = 7;
 
 async fn inline_20ms() -> &'static str {
     tokio::time::sleep(WORK).await;
@@ -112,6 +119,7 @@ fn app(runtime: &AfterRuntime) -> Router {
         .route("/layer", get(plain).layer(layer.clone()))
         .route("/with-after", get(with_after_noop).layer(layer.clone()))
         .route("/spawn", get(spawn_noop))
+        .route("/layer-spawn", get(spawn_noop).layer(layer.clone()))
         .route("/after-fn", get(after_noop).layer(layer.clone()))
         .route("/inline-20ms", get(inline_20ms))
         .route("/after-20ms", get(after_20ms).layer(layer.clone()))
@@ -516,11 +524,17 @@ fn print_table(results: &mut BTreeMap<(usize, usize), Totals>, settings: &Settin
             summary.insert(index, (rps, p50, p99));
         }
         // Pairs compared directly, besides each variant against plain: the macro
-        // against the spawn a user would write by hand, and the 20 ms task against the
+        // against the spawn a user would write by hand (with no layer, and under the
+        // same `AfterLayer`), and the 20 ms task against the
         // same handler with no work in its `after!` (does the work itself delay the
         // response?) and against the same work inline.
         let pairs = [
             ("#[with_after] vs manual spawn", WITH_AFTER, SPAWN),
+            (
+                "#[with_after] vs manual spawn, both under AfterLayer",
+                WITH_AFTER,
+                LAYER_SPAWN,
+            ),
             ("20 ms in after! vs no-op after!", AFTER_20MS, WITH_AFTER),
             ("20 ms in after! vs 20 ms inline", AFTER_20MS, INLINE_20MS),
         ];
