@@ -166,16 +166,57 @@ impl Totals {
     }
 
     fn percentile_us(&mut self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
         self.latencies_us.sort_unstable();
-        let rank = (p * (self.latencies_us.len() - 1) as f64).round() as usize;
-        f64::from(self.latencies_us[rank])
+        percentile(&self.latencies_us, p)
     }
 }
 
+/// The `p` quantile (0 to 1) of `sorted`, nearest rank; NaN if it is empty.
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    f64::from(sorted[(p * (sorted.len() - 1) as f64).round() as usize])
+}
+
 type Sender = SendRequest<Empty<Bytes>>;
+
+/// Sends one `GET uri` on `sender` and reads the whole body: whether the status was
+/// a success, and the time from sending to the body's end. `None` if the connection
+/// failed.
+async fn get_once(
+    sender: &mut Sender,
+    uri: &http::Uri,
+    authority: &str,
+) -> Option<(bool, Duration)> {
+    let request = http::Request::get(uri.clone())
+        .header(http::header::HOST, authority)
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let start = Instant::now();
+    sender.ready().await.ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    let ok = response.status().is_success();
+    response.into_body().collect().await.ok()?;
+    Some((ok, start.elapsed()))
+}
+
+/// Adds one outcome of [`get_once`] to `sample`; returns whether the connection is
+/// still usable.
+fn record(sample: &mut Sample, outcome: Option<(bool, Duration)>) -> bool {
+    match outcome {
+        Some((true, took)) => {
+            let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+            sample.latencies_us.push(us);
+        }
+        Some((false, _)) => sample.errors += 1,
+        None => {
+            sample.errors += 1;
+            return false;
+        }
+    }
+    true
+}
 
 async fn connect(addr: std::net::SocketAddr) -> Sender {
     let stream = TcpStream::connect(addr).await.expect("connect");
@@ -201,31 +242,9 @@ async fn worker(
     let mut sample = Sample::default();
     let uri: http::Uri = format!("http://{authority}{path}").parse().expect("uri");
     while Instant::now() < deadline {
-        let request = http::Request::get(uri.clone())
-            .header(http::header::HOST, authority.as_str())
-            .body(Empty::<Bytes>::new())
-            .expect("request");
-        let start = Instant::now();
-        let ok = async {
-            sender.ready().await.ok()?;
-            let response = sender.send_request(request).await.ok()?;
-            let ok = response.status().is_success();
-            response.into_body().collect().await.ok()?;
-            Some(ok)
-        }
-        .await;
-        let took = start.elapsed();
-        match ok {
-            Some(true) => {
-                let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
-                sample.latencies_us.push(us);
-            }
-            Some(false) => sample.errors += 1,
-            None => {
-                sample.errors += 1;
-                // The connection is gone; no point spinning on it.
-                break;
-            }
+        let outcome = get_once(&mut sender, &uri, &authority).await;
+        if !record(&mut sample, outcome) {
+            break; // The connection is gone; no point spinning on it.
         }
     }
     (sender, sample)

@@ -32,10 +32,7 @@ use after_workspace::{TestServer, process};
 use axum::Router;
 use axum::routing::get;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-
-use super::{Sample, Sender, connect, median, round_order};
+use super::{Sample, Sender, connect, get_once, median, percentile, record, round_order};
 
 /// Background connections, sharing the rate: enough that a slow response on one
 /// leaves the others sending.
@@ -145,26 +142,9 @@ async fn paced(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < deadline {
         tick.tick().await;
-        let request = http::Request::get(uri.clone())
-            .header(http::header::HOST, authority.as_str())
-            .body(Empty::<Bytes>::new())
-            .expect("request");
-        let start = Instant::now();
-        let ok = async {
-            sender.ready().await.ok()?;
-            let response = sender.send_request(request).await.ok()?;
-            response.into_body().collect().await.ok()
-        }
-        .await;
-        match ok {
-            Some(_) => {
-                let us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
-                sample.latencies_us.push(us);
-            }
-            None => {
-                sample.errors += 1;
-                break;
-            }
+        let outcome = get_once(&mut sender, &uri, &authority).await;
+        if !record(&mut sample, outcome) {
+            break;
         }
     }
     (sender, sample)
@@ -180,13 +160,6 @@ struct Totals {
     completed: u64,
     rejected: u64,
     elapsed: Duration,
-}
-
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    f64::from(sorted[(p * (sorted.len() - 1) as f64).round() as usize])
 }
 
 /// Waits until neither runtime has a task pending or running.
