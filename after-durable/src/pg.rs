@@ -138,11 +138,16 @@ pub(crate) async fn register_worker(
     Ok(())
 }
 
+/// A worker's heartbeat. A missing row is an error, as on SQLite, so that the
+/// caller registers the worker again.
 pub(crate) async fn keep_alive(pool: &PgPool, worker: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = $1")
+    let done = sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = $1")
         .bind(worker)
         .execute(pool)
         .await?;
+    if done.rows_affected() == 0 {
+        return Err(sqlx::Error::RowNotFound);
+    }
     Ok(())
 }
 
