@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
@@ -286,21 +286,9 @@ impl Durable {
     /// ```
     pub async fn status_counts(&self) -> Result<StatusCounts, DurableError> {
         match &self.inner.db {
-            Db::Sqlite(pool) => {
-                let rows = sqlx::query("SELECT status, COUNT(*) FROM Jobs GROUP BY status")
-                    .fetch_all(pool)
-                    .await
-                    .map_err(DurableError::database)?;
-                let mut counts = StatusCounts::default();
-                for row in rows {
-                    store::add_status(
-                        &mut counts,
-                        row.get::<&str, _>(0),
-                        row.get::<i64, _>(1) as u64,
-                    );
-                }
-                Ok(counts)
-            }
+            Db::Sqlite(pool) => store::status_counts(pool)
+                .await
+                .map_err(DurableError::database),
             #[cfg(feature = "postgres")]
             Db::Postgres(pool) => crate::pg::status_counts(pool)
                 .await

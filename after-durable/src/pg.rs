@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 
 use crate::counts::StatusCounts;
 use crate::error::DurableError;
-use crate::store::{JobInfo, PendingJob, status_name};
+use crate::store::{JobInfo, JobRow, PendingJob, job_info};
 
 pub(crate) async fn open(url: &str, max_connections: u32) -> Result<PgPool, DurableError> {
     let pool = PgPoolOptions::new()
@@ -71,8 +71,8 @@ pub(crate) async fn list(
     only_dead: bool,
     limit: u32,
 ) -> Result<Vec<JobInfo>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, job_type, status, attempts, max_attempts, \
+    let rows: Vec<JobRow> = sqlx::query_as(
+        "SELECT id, job_type, status, attempts::bigint, max_attempts::bigint, \
          extract(epoch from run_at)::bigint, last_result #>> '{}', lock_by \
          FROM apalis.jobs WHERE ($1 = false OR status = 'Killed') ORDER BY id LIMIT $2",
     )
@@ -80,34 +80,14 @@ pub(crate) async fn list(
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| JobInfo {
-            id: row.get(0),
-            name: row.get(1),
-            status: status_name(row.get::<&str, _>(2)).to_owned(),
-            attempts: row.get::<i32, _>(3) as u32,
-            max_attempts: row.get::<i32, _>(4) as u32,
-            run_at: row.get(5),
-            last_error: row.get(6),
-            worker: row.get(7),
-        })
-        .collect())
+    Ok(rows.into_iter().map(job_info).collect())
 }
 
 pub(crate) async fn status_counts(pool: &PgPool) -> Result<StatusCounts, sqlx::Error> {
-    let rows = sqlx::query("SELECT status, COUNT(*) FROM apalis.jobs GROUP BY status")
+    let rows = sqlx::query_as("SELECT status, COUNT(*) FROM apalis.jobs GROUP BY status")
         .fetch_all(pool)
         .await?;
-    let mut counts = StatusCounts::default();
-    for row in rows {
-        crate::store::add_status(
-            &mut counts,
-            row.get::<&str, _>(0),
-            row.get::<i64, _>(1) as u64,
-        );
-    }
-    Ok(counts)
+    Ok(crate::store::tally(rows))
 }
 
 pub(crate) async fn requeue(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {

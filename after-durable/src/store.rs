@@ -9,7 +9,7 @@ use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_sqlite::SqliteStorage;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::config::{Config, Synchronous};
 use crate::error::DurableError;
@@ -32,16 +32,33 @@ impl Db {
     }
 }
 
-pub(crate) fn add_status(counts: &mut crate::counts::StatusCounts, apalis: &str, n: u64) {
-    match status_name(apalis) {
-        "pending" => counts.pending += n,
-        "queued" => counts.queued += n,
-        "running" => counts.running += n,
-        "done" => counts.done += n,
-        "failed" => counts.failed += n,
-        "dead" => counts.dead += n,
-        _ => {}
+/// The per-status counts from `(status, count)` rows, as both backends' `GROUP BY
+/// status` answers them.
+pub(crate) fn tally(rows: Vec<(String, i64)>) -> crate::counts::StatusCounts {
+    let mut counts = crate::counts::StatusCounts::default();
+    for (apalis, n) in rows {
+        let n = n as u64;
+        match status_name(&apalis) {
+            "pending" => counts.pending += n,
+            "queued" => counts.queued += n,
+            "running" => counts.running += n,
+            "done" => counts.done += n,
+            "failed" => counts.failed += n,
+            "dead" => counts.dead += n,
+            _ => {}
+        }
     }
+    counts
+}
+
+/// How many jobs the SQLite database holds in each status.
+pub(crate) async fn status_counts(
+    pool: &SqlitePool,
+) -> Result<crate::counts::StatusCounts, sqlx::Error> {
+    let rows = sqlx::query_as("SELECT status, COUNT(*) FROM Jobs GROUP BY status")
+        .fetch_all(pool)
+        .await?;
+    Ok(tally(rows))
 }
 
 /// A job serialized at registration, waiting to be written.
@@ -222,28 +239,42 @@ pub(crate) async fn list(
         #[cfg(feature = "postgres")]
         Db::Postgres(pool) => return crate::pg::list(pool, only_dead, limit).await,
     };
-    let sql = if only_dead {
+    let rows = sqlx::query_as(
         "SELECT id, job_type, status, attempts, max_attempts, run_at, last_result, lock_by \
-         FROM Jobs WHERE status = 'Killed' ORDER BY id LIMIT ?1"
-    } else {
-        "SELECT id, job_type, status, attempts, max_attempts, run_at, last_result, lock_by \
-         FROM Jobs ORDER BY id LIMIT ?1"
-    };
-    let rows = sqlx::query(sql)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| JobInfo {
-            id: row.get(0),
-            name: row.get(1),
-            status: status_name(row.get::<&str, _>(2)).to_owned(),
-            attempts: row.get::<i64, _>(3) as u32,
-            max_attempts: row.get::<i64, _>(4) as u32,
-            run_at: row.get(5),
-            last_error: row.get(6),
-            worker: row.get(7),
-        })
-        .collect())
+         FROM Jobs WHERE (?1 = 0 OR status = 'Killed') ORDER BY id LIMIT ?2",
+    )
+    .bind(only_dead)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(job_info).collect())
+}
+
+/// A row of a job listing, in the same columns and types on both backends: id,
+/// name, status, attempts, max attempts, run time (Unix seconds), last error, worker.
+pub(crate) type JobRow = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+);
+
+/// A listed job, from its row.
+pub(crate) fn job_info(
+    (id, name, status, attempts, max_attempts, run_at, last_error, worker): JobRow,
+) -> JobInfo {
+    JobInfo {
+        id,
+        name,
+        status: status_name(&status).to_owned(),
+        attempts: attempts as u32,
+        max_attempts: max_attempts as u32,
+        run_at,
+        last_error,
+        worker,
+    }
 }
