@@ -425,12 +425,8 @@ impl Durable {
             Ok((written, duplicates)) => {
                 bump(&counters.persisted, jobs.len() as u64);
                 bump(&counters.duplicates, duplicates.len() as u64);
-                for job in duplicates {
-                    tracing::info!(
-                        job = job.name,
-                        key = job.idempotency_key.as_deref().unwrap_or_default(),
-                        "after_durable.duplicate: a job with this idempotency key exists; no new row"
-                    );
+                for job in &duplicates {
+                    store::log_duplicate(job);
                 }
                 if !hold {
                     self.inner.wake.notify_waiters();

@@ -161,11 +161,7 @@ impl Enqueued {
 /// ```
 pub async fn enqueue<J: Job>(tx: &mut SqliteConnection, job: J) -> Result<Enqueued, DurableError> {
     let pending = pending(&job)?;
-    let scope = REQUEST.try_with(Arc::clone).ok();
-    let at = match &scope {
-        Some(scope) => store::run_at(scope.durable.inner.config.hold),
-        None => store::run_at(std::time::Duration::ZERO),
-    };
+    let (scope, at) = outbox_scope();
     let inserted = store::insert(tx, &pending, at).await?;
     Ok(written(scope, pending, inserted))
 }
@@ -197,23 +193,25 @@ pub async fn enqueue_pg<J: Job>(
     job: J,
 ) -> Result<Enqueued, DurableError> {
     let pending = pending(&job)?;
-    let scope = REQUEST.try_with(Arc::clone).ok();
-    let at = match &scope {
-        Some(scope) => store::run_at(scope.durable.inner.config.hold),
-        None => store::run_at(std::time::Duration::ZERO),
-    };
+    let (scope, at) = outbox_scope();
     let inserted = crate::pg::insert(tx, &pending, at).await?;
     Ok(written(scope, pending, inserted))
+}
+
+/// The request an outbox insert belongs to, if any, and its row's run time: held
+/// until the request's response is finished, or runnable now outside a request.
+fn outbox_scope() -> (Option<Arc<RequestJobs>>, i64) {
+    let scope = REQUEST.try_with(Arc::clone).ok();
+    let hold = scope.as_ref().map_or(std::time::Duration::ZERO, |scope| {
+        scope.durable.inner.config.hold
+    });
+    (scope, store::run_at(hold))
 }
 
 /// What an outbox insert reports, and the held id the request will release.
 fn written(scope: Option<Arc<RequestJobs>>, pending: PendingJob, inserted: bool) -> Enqueued {
     if !inserted {
-        tracing::info!(
-            job = pending.name,
-            key = pending.idempotency_key.as_deref().unwrap_or_default(),
-            "after_durable.duplicate: a job with this idempotency key exists; no new row"
-        );
+        store::log_duplicate(&pending);
         return Enqueued::Duplicate;
     }
     let id = pending.id.to_string();

@@ -61,6 +61,15 @@ pub(crate) async fn status_counts(
     Ok(tally(rows))
 }
 
+/// Logs a registration that wrote no row: its idempotency key was taken.
+pub(crate) fn log_duplicate(job: &PendingJob) {
+    tracing::info!(
+        job = job.name,
+        key = job.idempotency_key.as_deref().unwrap_or_default(),
+        "after_durable.duplicate: a job with this idempotency key exists; no new row"
+    );
+}
+
 /// A job serialized at registration, waiting to be written.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingJob {
