@@ -334,20 +334,9 @@ impl Durable {
     /// # Ok(()) }
     /// ```
     pub async fn requeue(&self, id: &str) -> Result<bool, DurableError> {
-        let requeued = match &self.inner.db {
-            Db::Sqlite(pool) => sqlx::query(
-                "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = ?2, lock_by = NULL, \
-                 lock_at = NULL, done_at = NULL WHERE id = ?1 AND status = 'Killed'",
-            )
-            .bind(id)
-            .bind(store::now_secs())
-            .execute(pool)
+        let requeued = store::requeue(&self.inner.db, id)
             .await
-            .map(|done| done.rows_affected() == 1),
-            #[cfg(feature = "postgres")]
-            Db::Postgres(pool) => crate::pg::requeue(pool, id).await,
-        }
-        .map_err(DurableError::database)?;
+            .map_err(DurableError::database)?;
         self.inner.wake.notify_waiters();
         Ok(requeued)
     }

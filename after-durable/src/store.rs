@@ -159,6 +159,106 @@ pub(crate) async fn insert(
     Ok(changed > 0)
 }
 
+/// Records a run that succeeded, if this worker still holds the job; returns the
+/// row's new status, `None` if the job was taken back meanwhile.
+pub(crate) async fn record_success(
+    db: &Db,
+    id: &str,
+    worker: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let pool = match db {
+        Db::Sqlite(pool) => pool,
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => return crate::pg::record_success(pool, id, worker).await,
+    };
+    sqlx::query_scalar(
+        "UPDATE Jobs SET status = 'Done', attempts = attempts + 1, done_at = ?3, \
+         last_result = NULL WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' \
+         RETURNING status",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(now_secs())
+    .fetch_optional(pool)
+    .await
+}
+
+/// Records a run that failed, if this worker still holds the job: dead when `kill`
+/// or out of attempts, else failed and due again at `next`. Returns the row's new
+/// status, `None` if the job was taken back meanwhile.
+pub(crate) async fn record_failure(
+    db: &Db,
+    id: &str,
+    worker: &str,
+    kill: bool,
+    next: i64,
+    error: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let pool = match db {
+        Db::Sqlite(pool) => pool,
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => {
+            return crate::pg::record_failure(pool, id, worker, kill, next, error).await;
+        }
+    };
+    sqlx::query_scalar(
+        "UPDATE Jobs SET attempts = attempts + 1, last_result = ?5, \
+         status = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN 'Killed' ELSE 'Failed' END, \
+         run_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN run_at ELSE ?4 END, \
+         done_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN ?6 ELSE NULL END, \
+         lock_by = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN lock_by ELSE NULL END, \
+         lock_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN lock_at ELSE NULL END \
+         WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' RETURNING status",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(kill)
+    .bind(next)
+    .bind(error)
+    .bind(now_secs())
+    .fetch_optional(pool)
+    .await
+}
+
+/// Puts a job cut off by shutdown back, runnable now, its run counted; returns the
+/// rows changed (0 if this worker no longer held it).
+pub(crate) async fn put_back(db: &Db, id: &str, worker: &str) -> Result<u64, sqlx::Error> {
+    let pool = match db {
+        Db::Sqlite(pool) => pool,
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => return crate::pg::put_back(pool, id, worker).await,
+    };
+    let done = sqlx::query(
+        "UPDATE Jobs SET status = 'Pending', attempts = attempts + 1, lock_by = NULL, \
+         lock_at = NULL, run_at = ?3, last_result = 'cut off by shutdown' \
+         WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(now_secs())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Makes a dead job runnable now with its attempts reset; whether it was dead.
+pub(crate) async fn requeue(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
+    let pool = match db {
+        Db::Sqlite(pool) => pool,
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pool) => return crate::pg::requeue(pool, id).await,
+    };
+    let done = sqlx::query(
+        "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = ?2, lock_by = NULL, \
+         lock_at = NULL, done_at = NULL WHERE id = ?1 AND status = 'Killed'",
+    )
+    .bind(id)
+    .bind(now_secs())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Makes held jobs runnable now. Jobs a worker already took (hold expired) or that
 /// were never committed (a rolled-back outbox) are left alone.
 pub(crate) async fn release(db: &Db, ids: &[String]) -> Result<u64, sqlx::Error> {

@@ -510,48 +510,13 @@ async fn record(shared: &Shared, name: &str, worker: &str, id: &str, attempt: u3
     let written: Result<Option<String>, sqlx::Error> = match &ending {
         Ending::Succeeded => {
             bump(&counters.succeeded, 1);
-            match db {
-                Db::Sqlite(pool) => {
-                    sqlx::query_scalar(
-                        "UPDATE Jobs SET status = 'Done', attempts = attempts + 1, done_at = ?3, \
-                     last_result = NULL WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' \
-                     RETURNING status",
-                    )
-                    .bind(id)
-                    .bind(worker)
-                    .bind(store::now_secs())
-                    .fetch_optional(pool)
-                    .await
-                }
-                #[cfg(feature = "postgres")]
-                Db::Postgres(pool) => crate::pg::record_success(pool, id, worker).await,
-            }
+            store::record_success(db, id, worker).await
         }
         Ending::Failed { error, backoff } => {
             bump(&counters.failed, 1);
             let kill = backoff.is_none();
             let next = store::run_at(backoff.map(|b| b.delay(attempt)).unwrap_or_default());
-            match db {
-                Db::Sqlite(pool) => sqlx::query_scalar(
-                    "UPDATE Jobs SET attempts = attempts + 1, last_result = ?5, \
-                     status = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN 'Killed' ELSE 'Failed' END, \
-                     run_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN run_at ELSE ?4 END, \
-                     done_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN ?6 ELSE NULL END, \
-                     lock_by = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN lock_by ELSE NULL END, \
-                     lock_at = CASE WHEN ?3 OR attempts + 1 >= max_attempts THEN lock_at ELSE NULL END \
-                     WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' RETURNING status",
-                )
-                .bind(id)
-                .bind(worker)
-                .bind(kill)
-                .bind(next)
-                .bind(error)
-                .bind(store::now_secs())
-                .fetch_optional(pool)
-                .await,
-                #[cfg(feature = "postgres")]
-                Db::Postgres(pool) => crate::pg::record_failure(pool, id, worker, kill, next, error).await,
-            }
+            store::record_failure(db, id, worker, kill, next, error).await
         }
     };
     let status: Option<String> = match written {
@@ -710,21 +675,7 @@ impl Workers {
                 if let Some(abort) = &job.abort {
                     abort.abort();
                 }
-                let put_back = match &shared.durable.inner.db {
-                    Db::Sqlite(pool) => sqlx::query(
-                        "UPDATE Jobs SET status = 'Pending', attempts = attempts + 1, lock_by = NULL, \
-                         lock_at = NULL, run_at = ?3, last_result = 'cut off by shutdown' \
-                         WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'",
-                    )
-                    .bind(&id)
-                    .bind(&job.worker)
-                    .bind(store::now_secs())
-                    .execute(pool)
-                    .await
-                    .map(|done| done.rows_affected()),
-                    #[cfg(feature = "postgres")]
-                    Db::Postgres(pool) => crate::pg::put_back(pool, &id, &job.worker).await,
-                };
+                let put_back = store::put_back(&shared.durable.inner.db, &id, &job.worker).await;
                 bump(&shared.durable.inner.counters.interrupted, 1);
                 match put_back {
                     Ok(_) => {
