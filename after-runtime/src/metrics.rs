@@ -73,7 +73,11 @@ pub const TASKS_RUNNING: &str = "after_tasks_running";
 pub const TASK_DURATION: &str = "after_task_duration_seconds";
 
 #[cfg(feature = "metrics")]
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::cell::Cell;
+#[cfg(feature = "metrics")]
+use std::sync::atomic::{AtomicI64, Ordering};
+#[cfg(feature = "metrics")]
+use std::sync::{Mutex, PoisonError};
 #[cfg(feature = "metrics")]
 use std::time::Duration;
 
@@ -105,15 +109,20 @@ fn publish_counters(before: &Stats, after: &Stats) {
 }
 
 /// The gauges' changes not yet published, added under the runtime's lock in the
-/// order the state changed, and published by one thread at a time in that order:
+/// order the state changed, and published under a lock of their own in that order:
 /// published out of order, a task's `-1` could land before its `+1` and a scrape see
 /// `-1`. Increments rather than absolute values, so several runtimes add up.
+///
+/// A thread that returns from [`publish`](Gauges::publish) has seen every change
+/// added before it published, its own included: another thread publishing them
+/// holds the lock until they are out. So once `shutdown` or `wait_idle` has seen the
+/// runtime idle and published, the gauges read what `stats()` does.
 #[cfg(feature = "metrics")]
 #[derive(Debug, Default)]
 pub(crate) struct Gauges {
     pending: AtomicI64,
     running: AtomicI64,
-    publishing: AtomicBool,
+    publishing: Mutex<()>,
 }
 
 #[cfg(feature = "metrics")]
@@ -131,33 +140,42 @@ impl Gauges {
         }
     }
 
-    /// Publishes what has been added, unless another thread is publishing: it will
-    /// publish this too. A recorder that registers a task lands here again and
-    /// returns; the loop below publishes its change.
-    fn publish(&self) {
+    /// Publishes every change added so far, waiting for a thread that is publishing
+    /// to finish first. A recorder that registers a task lands here again on the same
+    /// thread and returns at once: the loop further up its stack publishes the change.
+    pub(crate) fn publish(&self) {
+        thread_local! {
+            static PUBLISHING: Cell<bool> = const { Cell::new(false) };
+        }
+        /// Clears the thread's flag however publishing ends.
+        struct Publishing;
+        impl Drop for Publishing {
+            fn drop(&mut self) {
+                let _ = PUBLISHING.try_with(|publishing| publishing.set(false));
+            }
+        }
+
+        if PUBLISHING.try_with(|publishing| publishing.replace(true)) != Ok(false) {
+            return;
+        }
+        let _publishing = Publishing;
+        // A recorder that panicked left nothing half-done here: the swaps below
+        // only take what is still to publish.
+        let _lock = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         loop {
-            if self.publishing.swap(true, Ordering::SeqCst) {
+            let pending = self.pending.swap(0, Ordering::SeqCst);
+            let running = self.running.swap(0, Ordering::SeqCst);
+            if pending == 0 && running == 0 {
                 return;
             }
-            loop {
-                let pending = self.pending.swap(0, Ordering::SeqCst);
-                let running = self.running.swap(0, Ordering::SeqCst);
-                if pending == 0 && running == 0 {
-                    break;
-                }
-                if pending != 0 {
-                    metrics::gauge!(TASKS_PENDING).increment(pending as f64);
-                }
-                if running != 0 {
-                    metrics::gauge!(TASKS_RUNNING).increment(running as f64);
-                }
+            if pending != 0 {
+                metrics::gauge!(TASKS_PENDING).increment(pending as f64);
             }
-            self.publishing.store(false, Ordering::SeqCst);
-            // Added after the last swap but before the flag was cleared: its
-            // publisher saw the flag set and left it to this thread.
-            if self.pending.load(Ordering::SeqCst) == 0 && self.running.load(Ordering::SeqCst) == 0
-            {
-                return;
+            if running != 0 {
+                metrics::gauge!(TASKS_RUNNING).increment(running as f64);
             }
         }
     }

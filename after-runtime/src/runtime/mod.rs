@@ -293,6 +293,7 @@ impl AfterRuntime {
             idle.as_mut().enable();
             let stats = self.stats();
             if stats.pending + stats.running == 0 {
+                self.publish_gauges();
                 return;
             }
             idle.await;
@@ -512,6 +513,14 @@ impl AfterRuntime {
             self.shared.idle.notify_waiters();
         }
         (result, delta)
+    }
+
+    /// Publishes the gauges' changes still on their way (with the `metrics`
+    /// feature), so that once `shutdown` or `wait_idle` returns, a scrape reads what
+    /// `stats()` does.
+    fn publish_gauges(&self) {
+        #[cfg(feature = "metrics")]
+        self.shared.gauges.publish();
     }
 
     pub(crate) fn task_timeout(&self) -> Option<Duration> {

@@ -34,6 +34,7 @@ pub(super) async fn run(runtime: &AfterRuntime, grace: Duration) -> ShutdownRepo
         runtime.update(|state| state.done());
     }
     let report = runtime.shared.state().report();
+    runtime.publish_gauges();
     if let Some(threads) = &runtime.shared.own_threads {
         // Nothing runs there any more, unless a task blocks its thread: then do
         // not wait for it again.
