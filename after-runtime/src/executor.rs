@@ -8,17 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use futures_util::FutureExt;
-use futures_util::future::CatchUnwind;
-use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
-
 use crate::job::{BoxFuture, Job, forget_panic};
 use crate::log::{self, Cancelled, Event};
 #[cfg(feature = "metrics")]
 use crate::metrics;
 use crate::runtime::AfterRuntime;
-use crate::scope::{RUNNING, RequestScope};
+use crate::scope::{RUNNING, RequestScope, enter};
 use crate::stats::End;
 use crate::task::Site;
 
@@ -65,46 +60,39 @@ impl Drop for Counted {
     }
 }
 
-/// The task's future as it is polled: inside the `RUNNING` task-local, so `after()`
-/// in it registers nested tasks, and with panics caught. The task-local is also set
-/// while the future drops, even unpolled, so an `after()` in its `Drop` registers too.
-type Task = CatchUnwind<AssertUnwindSafe<TaskLocalFuture<Arc<RequestScope>, BoxFuture>>>;
+/// The future a task runs as: its future is polled inside the task's span, with the
+/// request's scope current in `RUNNING` (so `after()` in it registers nested tasks)
+/// and panics caught. Its guard exists before the first poll, so a future tokio drops
+/// unpolled (spawned onto a runtime that is shutting down) is still counted.
+///
+/// Written out rather than as an `async fn`: it is moved into tokio's task cell, so
+/// it is kept small, and the timer and the cancellation wait are built (in a box)
+/// only for a task that does not finish on its first poll.
+pub(crate) struct Run {
+    task: Option<BoxFuture>,
+    span: Option<tracing::Span>,
+    interrupted: Option<Interrupted>,
+    counted: Counted,
+    /// When the task was first polled, for the duration histogram.
+    #[cfg(feature = "metrics")]
+    started: Option<std::time::Instant>,
+}
 
-pin_project! {
-    /// The future a task runs as. Its guard exists before the first poll, so a
-    /// future tokio drops unpolled (spawned onto a runtime that is shutting down) is
-    /// still counted.
-    ///
-    /// Written out rather than as an `async fn`: it is moved into tokio's task cell,
-    /// so it is kept small, and the timer and the cancellation wait are built (in a
-    /// box) only for a task that does not finish on its first poll.
-    pub(crate) struct Run {
-        // Declared first, so it drops before `counted` reports the end.
-        #[pin]
-        task: Option<Task>,
-        span: Option<tracing::Span>,
-        interrupted: Option<Interrupted>,
-        counted: Counted,
-        started: Started,
-    }
-
-    impl PinnedDrop for Run {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            // The task's future drops inside its span, as with
-            // `tracing::Instrumented`: whether it ended, timed out, was cancelled at
-            // the deadline, or is dropped mid-flight by tokio.
-            if this.task.is_some() {
-                let _entered = this.span.as_ref().map(tracing::Span::enter);
+impl Drop for Run {
+    fn drop(&mut self) {
+        // The task's future drops as it was polled, inside its span (as with
+        // `tracing::Instrumented`) and with its scope current (an `after()` in its
+        // `Drop` registers too): whether it ended, timed out, was cancelled at the
+        // deadline, or is dropped mid-flight by tokio. Then `counted` reports.
+        if let Some(task) = self.task.take() {
+            let _entered = self.span.as_ref().map(tracing::Span::enter);
+            enter(&RUNNING, &self.counted.scope, || {
                 // A captured value may panic in its `Drop`: contained, so the end is
                 // still counted and tokio sees no panic.
-                let mut task = this.task;
-                if let Err(panic) =
-                    std::panic::catch_unwind(AssertUnwindSafe(move || task.set(None)))
-                {
+                if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(task))) {
                     forget_panic(panic);
                 }
-            }
+            });
         }
     }
 }
@@ -142,12 +130,6 @@ fn interrupted(runtime: AfterRuntime, timeout: Option<std::time::Duration>) -> I
     }))
 }
 
-/// When the task was first polled, for the duration histogram.
-#[cfg(feature = "metrics")]
-type Started = Option<std::time::Instant>;
-#[cfg(not(feature = "metrics"))]
-type Started = ();
-
 /// The future a task runs as.
 pub(crate) fn run(scope: Arc<RequestScope>, job: Job) -> Run {
     let Job {
@@ -157,7 +139,7 @@ pub(crate) fn run(scope: Arc<RequestScope>, job: Job) -> Run {
     } = job;
     let timeout = timeout.or_else(|| scope.runtime.task_timeout());
     Run {
-        task: Some(AssertUnwindSafe(RUNNING.scope(Arc::clone(&scope), future)).catch_unwind()),
+        task: Some(future),
         span: None,
         interrupted: None,
         counted: Counted {
@@ -166,7 +148,8 @@ pub(crate) fn run(scope: Arc<RequestScope>, job: Job) -> Run {
             timeout,
             end: None,
         },
-        started: Started::default(),
+        #[cfg(feature = "metrics")]
+        started: None,
     }
 }
 
@@ -174,33 +157,35 @@ impl Future for Run {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        let counted = &*this.counted;
+        let this = self.get_mut();
+        let counted = &this.counted;
         #[cfg(feature = "metrics")]
         this.started.get_or_insert_with(std::time::Instant::now);
         let span = this.span.get_or_insert_with(|| task_span(counted));
         let polled = {
             let _entered = span.enter();
-            match this.task.as_mut().as_pin_mut() {
-                Some(task) if counted.end.is_none() => task.poll(cx),
+            match this.task.as_mut() {
+                Some(task) if counted.end.is_none() => enter(&RUNNING, &counted.scope, || {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx)))
+                }),
                 // Polled after it ended: tokio never does.
                 _ => return Poll::Ready(()),
             }
         };
         let end = match polled {
-            Poll::Ready(Ok(None)) => End::Succeeded,
-            Poll::Ready(Ok(Some(error))) => {
+            Ok(Poll::Ready(None)) => End::Succeeded,
+            Ok(Poll::Ready(Some(error))) => {
                 counted.log(span, Event::Failed(&error));
                 End::Failed
             }
-            Poll::Ready(Err(panic)) => {
+            Err(panic) => {
                 counted.log(span, Event::Panicked(panic_message(&*panic)));
                 // A payload whose own `Drop` panics would unwind out of this poll,
                 // past the task's count and span.
                 forget_panic(panic);
                 End::Panicked
             }
-            Poll::Pending => {
+            Ok(Poll::Pending) => {
                 // Most tasks finish on their first poll; only the others need the
                 // timer and the cancellation token. The task was polled first, so a
                 // task that is ready wins.
@@ -213,12 +198,12 @@ impl Future for Run {
             }
         };
         #[cfg(feature = "metrics")]
-        if let Some(started) = *this.started {
+        if let Some(started) = this.started {
             metrics::task_duration(end, this.counted.site.name, started.elapsed());
         }
         // Settled before the task's future drops, so a panic in its `Drop` cannot
         // turn the end into "cancelled". tokio drops this future right after: the
-        // task's future inside its span (`PinnedDrop`), then `counted` reports.
+        // task's future inside its span (`Drop for Run`), then `counted` reports.
         this.counted.end = Some(end);
         Poll::Ready(())
     }

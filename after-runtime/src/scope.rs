@@ -33,7 +33,7 @@ use crate::runtime::{AfterRuntime, WaitingKey};
 use crate::task::{Location, Site, TaskOptions, TaskOutput};
 
 pub use self::current::outcome;
-pub(crate) use self::current::{REQUEST, RUNNING, current_span, layer_scope};
+pub(crate) use self::current::{REQUEST, RUNNING, current_span, enter, layer_scope};
 pub(crate) use self::release::Release;
 
 /// One request's tasks, and what they may read of it.
@@ -81,6 +81,13 @@ impl RequestScope {
                 waiting: None,
             }),
         }
+    }
+
+    /// A `GET` of `path` on a runtime of its own.
+    #[cfg(test)]
+    pub(crate) fn for_test(path: &str) -> Self {
+        let runtime = AfterRuntime::builder().build();
+        RequestScope::new(runtime, Method::GET, Path::new(path), tracing::Span::none())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

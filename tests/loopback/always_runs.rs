@@ -71,6 +71,26 @@ async fn hangs(State(events): State<Events>) -> &'static str {
     unreachable!()
 }
 
+/// Registers a task with `after()` when dropped, as a handler's guard may when its
+/// future is dropped mid-flight because the client went away.
+struct RegistersOnDrop(Events);
+
+impl Drop for RegistersOnDrop {
+    fn drop(&mut self) {
+        let events = self.0.clone();
+        let registered = after(async move { report(&events, "guard") });
+        self.0
+            .send(format!("guard registered: {}", registered.is_ok()));
+    }
+}
+
+async fn hangs_with_guard(State(events): State<Events>) -> &'static str {
+    let _guard = RegistersOnDrop(events.clone());
+    events.send("waiting");
+    std::future::pending::<()>().await;
+    unreachable!()
+}
+
 #[with_after]
 async fn endless_body(State(events): State<Events>) -> Body {
     after! { report(&events, "endless_body") }
@@ -93,6 +113,7 @@ fn app(events: Events) -> (Router, after_runtime::AfterRuntime) {
         .route("/redirects", get(redirects))
         .route("/panics", get(panics))
         .route("/hangs", get(hangs))
+        .route("/hangs-with-guard", get(hangs_with_guard))
         .route("/endless", get(endless_body))
         .fallback(not_found)
         .with_state(events)
@@ -168,6 +189,48 @@ async fn tasks_run_when_an_http2_stream_is_reset_mid_handler() {
     assert_accounted(&runtime);
     drop((response, stream, sender));
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_handler_dropped_mid_flight_can_register_from_its_drop() {
+    for version in Version::BOTH {
+        let (events, mut rx) = Events::new();
+        let (app, runtime) = app(events);
+        let server = TestServer::start(app).await.unwrap();
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        // The client goes away while the handler waits: the server drops its future.
+        match version {
+            Version::Http1 => {
+                let mut tcp = tcp;
+                tcp.write_all(b"GET /hangs-with-guard HTTP/1.1\r\nhost: test\r\n\r\n")
+                    .await
+                    .unwrap();
+                assert_eq!(within(rx.recv()).await.unwrap(), "waiting");
+                drop(tcp);
+            }
+            Version::Http2 => {
+                let (mut sender, connection) = h2::client::handshake(tcp).await.unwrap();
+                let connection = tokio::spawn(connection);
+                let request = http::Request::get(server.url("/hangs-with-guard"))
+                    .body(())
+                    .unwrap();
+                let (_response, mut stream) = sender.send_request(request, true).unwrap();
+                assert_eq!(within(rx.recv()).await.unwrap(), "waiting");
+                stream.send_reset(h2::Reason::CANCEL);
+                drop(connection);
+            }
+        }
+        // The guard drops with the request's scope current: its task joins the
+        // request, and runs once the request is over, with no response.
+        let registered = within(rx.recv()).await.unwrap();
+        assert_eq!(registered, "guard registered: true", "{version:?}");
+        let timing = within(rx.recv()).await.unwrap();
+        assert_eq!(timing, "guard: time to response consistent", "{version:?}");
+        let outcome = within(rx.recv()).await.unwrap();
+        assert_eq!(outcome, "guard: None NotProduced", "{version:?}");
+        assert_accounted(&runtime);
+        server.stop().await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -2,17 +2,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
 
 use super::body::AfterBody;
 use crate::outcome::Delivery;
-use crate::scope::{Release, RequestScope};
+use crate::scope::{REQUEST, Release, enter};
 
 pin_project! {
     /// Runs the inner service's future inside the request scope, and hands the
@@ -36,23 +34,39 @@ pin_project! {
     /// # }
     /// ```
     pub struct ResponseFuture<F> {
+        // Polled and dropped with the request's scope current; dropped as soon as it
+        // has produced the response, so that only code that can still register
+        // holds the scope.
         #[pin]
-        inner: TaskLocalFuture<Arc<RequestScope>, F>,
-        // Dropped with the future before a response: the tasks start, "not produced".
+        inner: Option<F>,
+        // Holds the scope. Dropped with the future before a response: the tasks
+        // start, "not produced".
         release: Option<Release>,
         started: Instant,
         is_head: bool,
     }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Dropped before it produced a response (the client went away, a timeout
+            // fired): inside the scope, as it was polled, so an `after()` in a
+            // `Drop` of the handler's registers into this request.
+            if let Some(release) = this.release.as_ref()
+                && this.inner.is_some()
+            {
+                let mut inner = this.inner;
+                enter(&REQUEST, &release.scope, move || inner.set(None));
+            }
+        }
+    }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        inner: TaskLocalFuture<Arc<RequestScope>, F>,
-        release: Release,
-        is_head: bool,
-    ) -> Self {
+    #[inline]
+    pub(crate) fn new(inner: F, release: Release, is_head: bool) -> Self {
         ResponseFuture {
-            inner,
+            inner: Some(inner),
             release: Some(release),
             started: Instant::now(),
             is_head,
@@ -74,11 +88,21 @@ where
     type Output = Result<Response<AfterBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let result = ready!(this.inner.as_mut().poll(cx));
-        // The task-local's reference, so that only code that can still register
-        // holds the scope.
-        drop(this.inner.take_value());
+        let this = self.project();
+        let polled = {
+            let Some(scope) = this.release.as_ref().map(|release| &release.scope) else {
+                panic!("`ResponseFuture` polled after completion");
+            };
+            let mut inner = this.inner;
+            enter(&REQUEST, scope, || {
+                let polled = inner.as_mut().as_pin_mut().map(|inner| inner.poll(cx));
+                if let Some(Poll::Ready(_)) = polled {
+                    inner.set(None);
+                }
+                polled
+            })
+        };
+        let result = ready!(polled.expect("`ResponseFuture` polled after completion"));
         // On an error, dropping the release starts the tasks as "not produced".
         let release = this.release.take();
         Poll::Ready(result.map(|response| {

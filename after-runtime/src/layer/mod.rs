@@ -17,7 +17,7 @@ use tower_service::Service;
 pub use self::body::AfterBody;
 pub use self::future::ResponseFuture;
 use crate::runtime::AfterRuntime;
-use crate::scope::{LayerScope, Path, REQUEST, Release, RequestScope, current_span};
+use crate::scope::{LayerScope, Path, Release, RequestScope, current_span};
 
 /// Gives every request a scope for `after!` and [`after()`](crate::after()), and starts
 /// the tasks registered in it once the response is finished: its body reached its
@@ -134,8 +134,7 @@ where
         // where the task-local below is not set: their tasks stay on this runtime
         // and wait for this response.
         req.extensions_mut().insert(LayerScope(scope.clone()));
-        let release = Release::new(scope.clone());
         let is_head = req.method() == http::Method::HEAD;
-        ResponseFuture::new(REQUEST.scope(scope, self.inner.call(req)), release, is_head)
+        ResponseFuture::new(self.inner.call(req), Release::new(scope), is_head)
     }
 }

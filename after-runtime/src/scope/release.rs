@@ -12,7 +12,7 @@ use crate::outcome::{Delivery, Outcome};
 /// response head is out, then by the body; dropped before a response, it releases
 /// the tasks as "not produced".
 pub(crate) struct Release {
-    scope: Arc<RequestScope>,
+    pub(crate) scope: Arc<RequestScope>,
     pub(crate) outcome: Outcome,
     /// Keeps a draining runtime waiting for this request: it may still register, and
     /// its tasks wait for its response. Dropped after the release (fields drop after
