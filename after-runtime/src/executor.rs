@@ -82,8 +82,9 @@ impl Drop for Run {
     fn drop(&mut self) {
         // The task's future drops as it was polled, inside its span (as with
         // `tracing::Instrumented`) and with its scope current (an `after()` in its
-        // `Drop` registers too): whether it ended, timed out, was cancelled at the
-        // deadline, or is dropped mid-flight by tokio. Then `counted` reports.
+        // `Drop` registers too): when it timed out, was cancelled at the deadline, or
+        // is dropped mid-flight by tokio. (One that ended was dropped by its last
+        // poll.) Then `counted` reports.
         if let Some(task) = self.task.take() {
             let _entered = self.span.as_ref().map(tracing::Span::enter);
             enter(&RUNNING, &self.counted.scope, || {
@@ -161,16 +162,30 @@ impl Future for Run {
         let counted = &this.counted;
         #[cfg(feature = "metrics")]
         this.started.get_or_insert_with(std::time::Instant::now);
+        if this.task.is_none() || counted.end.is_some() {
+            // Polled after it ended: tokio never does.
+            return Poll::Ready(());
+        }
         let span = this.span.get_or_insert_with(|| task_span(counted));
+        let task = &mut this.task;
         let polled = {
             let _entered = span.enter();
-            match this.task.as_mut() {
-                Some(task) if counted.end.is_none() => enter(&RUNNING, &counted.scope, || {
-                    std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx)))
-                }),
-                // Polled after it ended: tokio never does.
-                _ => return Poll::Ready(()),
-            }
+            enter(&RUNNING, &counted.scope, || {
+                let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    task.as_mut()
+                        .map_or(Poll::Ready(None), |task| task.as_mut().poll(cx))
+                }));
+                if !matches!(polled, Ok(Poll::Pending)) {
+                    // It ended: dropped now, while its span and scope are current
+                    // anyway. A panic in a `Drop` of its captures is contained, and
+                    // does not change how it ended.
+                    let task = task.take();
+                    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(task))) {
+                        forget_panic(panic);
+                    }
+                }
+                polled
+            })
         };
         let end = match polled {
             Ok(Poll::Ready(None)) => End::Succeeded,
@@ -201,9 +216,9 @@ impl Future for Run {
         if let Some(started) = this.started {
             metrics::task_duration(end, this.counted.site.name, started.elapsed());
         }
-        // Settled before the task's future drops, so a panic in its `Drop` cannot
-        // turn the end into "cancelled". tokio drops this future right after: the
-        // task's future inside its span (`Drop for Run`), then `counted` reports.
+        // tokio drops this future right after, and `counted` reports the end. (A task
+        // that timed out or was cancelled is dropped then, inside its span:
+        // `Drop for Run`.)
         this.counted.end = Some(end);
         Poll::Ready(())
     }
