@@ -19,7 +19,7 @@ use crate::tokens::respan;
 mod names {
     use proc_macro2::{Ident, Span};
 
-    /// The handler's hidden extractor, a `Scope` or `ScopeWithHeaders`.
+    /// The handler's hidden extractor, a `Scope`, `ScopeWithHeaders` or `OnlyScope`.
     pub(super) fn scope() -> Ident {
         Ident::new("__after_scope", Span::mixed_site())
     }
@@ -53,10 +53,12 @@ fn context(in_task: bool) -> Ident {
 pub(crate) fn inject_scope(func: &mut ItemFn, krate: &Path, reads_headers: bool) {
     let scope = names::scope();
     let context = names::handler_context();
-    let ty = if reads_headers {
-        quote!(#krate::__private::ScopeWithHeaders)
-    } else {
-        quote!(#krate::__private::Scope)
+    // A handler with no parameter of its own takes the whole request, which axum
+    // then need not split into parts.
+    let ty = match (func.sig.inputs.is_empty(), reads_headers) {
+        (true, headers) => quote!(#krate::__private::OnlyScope::<#headers>),
+        (false, true) => quote!(#krate::__private::ScopeWithHeaders),
+        (false, false) => quote!(#krate::__private::Scope),
     };
     let param: FnArg = syn::parse_quote!(#scope: #ty);
     func.sig.inputs.insert(0, param);

@@ -5,8 +5,9 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Once};
 
-use axum_core::extract::FromRequestParts;
+use axum_core::extract::{FromRequest, FromRequestParts, Request};
 use http::request::Parts;
+use http::{Extensions, Method, Uri};
 
 use crate::context::{Cookies, Headers};
 use crate::job::Job;
@@ -121,9 +122,8 @@ impl Scope {
         &self.context
     }
 
-    fn join(parts: &Parts) -> Self {
-        let layer = parts
-            .extensions
+    fn join(method: &Method, uri: &Uri, extensions: &Extensions) -> Self {
+        let layer = extensions
             .get::<LayerScope>()
             .map(|layer| layer.0.clone())
             .or_else(scope::layer_scope);
@@ -133,8 +133,8 @@ impl Scope {
                 warn_no_layer();
                 let scope = Arc::new(RequestScope::new(
                     AfterRuntime::global(),
-                    parts.method.clone(),
-                    Path::new(parts.uri.path()),
+                    method.clone(),
+                    Path::new(uri.path()),
                     scope::current_span(),
                 ));
                 (scope.clone(), Some(Release::standalone(scope)))
@@ -159,7 +159,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Scope {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        Ok(Scope::join(parts))
+        Ok(Scope::join(&parts.method, &parts.uri, &parts.extensions))
     }
 }
 
@@ -179,11 +179,36 @@ impl<S: Send + Sync> FromRequestParts<S> for ScopeWithHeaders {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        let scope = Scope::join(parts);
+        let scope = Scope::join(&parts.method, &parts.uri, &parts.extensions);
         // Headers are only visible here, while extracting: copied now, for every
         // request, whether or not a block runs.
         scope.context.0.capture_headers(&parts.headers);
         Ok(ScopeWithHeaders(scope))
+    }
+}
+
+/// The hidden extractor of a `#[with_after]` handler with no parameter of its own:
+/// a [`Scope`] (that copies the request's headers when `HEADERS`) taken from the
+/// whole request, which spares axum splitting the request into parts for it.
+#[derive(Debug)]
+pub struct OnlyScope<const HEADERS: bool>(Scope);
+
+impl<const HEADERS: bool> OnlyScope<HEADERS> {
+    /// The context `after!` registrations use.
+    pub fn context(&self) -> &TaskContext {
+        self.0.context()
+    }
+}
+
+impl<S: Send + Sync, const HEADERS: bool> FromRequest<S> for OnlyScope<HEADERS> {
+    type Rejection = Infallible;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Infallible> {
+        let scope = Scope::join(req.method(), req.uri(), req.extensions());
+        if HEADERS {
+            scope.context.0.capture_headers(req.headers());
+        }
+        Ok(OnlyScope(scope))
     }
 }
 
