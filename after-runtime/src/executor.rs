@@ -22,8 +22,6 @@ use crate::task::Site;
 struct Counted {
     scope: Arc<RequestScope>,
     site: Site,
-    /// The task's own timeout, else the runtime's.
-    timeout: Option<std::time::Duration>,
     end: Option<End>,
 }
 
@@ -36,8 +34,7 @@ impl Counted {
     /// Logs why the task was stopped, and how it ended.
     fn interrupted(&self, span: &tracing::Span, interrupt: Interrupt) -> End {
         match interrupt {
-            Interrupt::TimedOut => {
-                let limit = self.timeout.unwrap_or_default();
+            Interrupt::TimedOut(limit) => {
                 self.log(span, Event::TimedOut(limit));
                 End::TimedOut
             }
@@ -100,7 +97,8 @@ impl Drop for Run {
 
 /// Why a task that was still waiting stopped.
 enum Interrupt {
-    TimedOut,
+    /// Its timeout, of this length, passed.
+    TimedOut(std::time::Duration),
     Cancelled,
 }
 
@@ -120,7 +118,7 @@ fn interrupted(runtime: AfterRuntime, timeout: Option<std::time::Duration>) -> I
         match timeout {
             Some(limit) => tokio::select! {
                 biased;
-                () = tokio::time::sleep(limit) => Interrupt::TimedOut,
+                () = tokio::time::sleep(limit) => Interrupt::TimedOut(limit),
                 () = cancelled => Interrupt::Cancelled,
             },
             None => {
@@ -133,12 +131,7 @@ fn interrupted(runtime: AfterRuntime, timeout: Option<std::time::Duration>) -> I
 
 /// The future a task runs as.
 pub(crate) fn run(scope: Arc<RequestScope>, job: Job) -> Run {
-    let Job {
-        future,
-        site,
-        timeout,
-    } = job;
-    let timeout = timeout.or_else(|| scope.runtime.task_timeout());
+    let Job { future, site } = job;
     Run {
         task: Some(future),
         span: None,
@@ -146,7 +139,6 @@ pub(crate) fn run(scope: Arc<RequestScope>, job: Job) -> Run {
         counted: Counted {
             scope,
             site,
-            timeout,
             end: None,
         },
         #[cfg(feature = "metrics")]
@@ -205,9 +197,11 @@ impl Future for Run {
                 // timer and the cancellation token. The task was polled first, so a
                 // task that is ready wins.
                 let runtime = &counted.scope.runtime;
-                let interrupted = this
-                    .interrupted
-                    .get_or_insert_with(|| interrupted(runtime.clone(), counted.timeout));
+                let interrupted = this.interrupted.get_or_insert_with(|| {
+                    // The task's own timeout, else the runtime's.
+                    let own = task.as_ref().and_then(|task| task.timeout());
+                    interrupted(runtime.clone(), own.or_else(|| runtime.task_timeout()))
+                });
                 let interrupt = ready!(interrupted.as_mut().poll(cx));
                 counted.interrupted(span, interrupt)
             }
