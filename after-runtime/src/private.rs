@@ -107,9 +107,9 @@ impl fmt::Debug for TaskContext {
 /// The hidden first extractor of a `#[with_after]` handler whose blocks do not read
 /// the request's `headers` or `cookies`.
 ///
-/// Under `AfterLayer` it joins the layer's scope, found in the request's extensions
-/// (so also when middleware runs the handler in another task), else in the
-/// task-local; without the layer, it makes its own on [`AfterRuntime::global`] and
+/// Under `AfterLayer` it joins the layer's scope, found in the task-local, else in
+/// the request's extensions (so also when middleware runs the handler in another
+/// task); without the layer, it makes its own on [`AfterRuntime::global`] and
 /// releases it when the handler's future completes or is dropped.
 pub struct Scope {
     context: TaskContext,
@@ -123,10 +123,11 @@ impl Scope {
     }
 
     fn join(method: &Method, uri: &Uri, extensions: &Extensions) -> Self {
-        let layer = extensions
-            .get::<LayerScope>()
-            .map(|layer| layer.0.clone())
-            .or_else(scope::layer_scope);
+        // Where both are set they are the same scope, the innermost layer's: the
+        // task-local is the cheaper look-up, and the extension the one that
+        // travels with a handler moved to another task.
+        let layer = scope::layer_scope()
+            .or_else(|| extensions.get::<LayerScope>().map(|layer| layer.0.clone()));
         let (scope, release) = match layer {
             Some(scope) => (scope, None),
             None => {
