@@ -26,6 +26,14 @@
 //! `isolation` runs another benchmark instead (`load/isolation.rs`): the latency of
 //! unrelated requests under a saturating load whose requests each leave about 1 ms
 //! of CPU as after work, against a no-op task, with and without `dedicated_threads`.
+//!
+//! `serve` only serves the variants' routes, for an external load tool, and prints
+//! `listening on http://127.0.0.1:PORT`; it shuts down on Ctrl-C or SIGTERM and
+//! prints the runtime's counts. `benches/wrk.sh` drives it with wrk:
+//!
+//! ```text
+//! cargo run --release --no-default-features --example load -- serve [PORT]
+//! ```
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -378,6 +386,31 @@ impl Settings {
     }
 }
 
+/// Serves the variants' routes on `port` (any free one for 0) until Ctrl-C or
+/// SIGTERM, then drains the runtime and prints its counts.
+async fn serve(port: u16) {
+    let runtime = AfterRuntime::builder().max_pending(100_000).build();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    println!("listening on http://{addr}");
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    axum::serve(listener, app(&runtime))
+        .with_graceful_shutdown(stop)
+        .await
+        .expect("serve");
+    let report = runtime.shutdown(Duration::from_secs(10)).await;
+    println!("{report}");
+}
+
 #[tokio::main]
 async fn main() {
     after_workspace::note_metrics_feature("load");
@@ -389,6 +422,11 @@ async fn main() {
             .get(3)
             .map(|v| v.parse().expect("background requests per second"));
         isolation::run(seconds, rounds, rate).await;
+        return;
+    }
+    if args.first().map(String::as_str) == Some("serve") {
+        let port = args.get(1).map_or(0, |v| v.parse().expect("port"));
+        serve(port).await;
         return;
     }
     let settings = Settings::from_env();

@@ -131,8 +131,9 @@ where
             current_span(),
         ));
         // Found by `#[with_after]` handlers that middleware moved to another task,
-        // where the task-local below is not set: their tasks stay on this runtime
-        // and wait for this response.
+        // where the scope the response future makes current (while it polls the
+        // inner service's) is not: their tasks stay on this runtime and wait for
+        // this response.
         req.extensions_mut().insert(LayerScope(scope.clone()));
         let is_head = req.method() == http::Method::HEAD;
         ResponseFuture::new(self.inner.call(req), Release::new(scope), is_head)
