@@ -2,6 +2,7 @@
 //! they stay on the runtime of the `AfterLayer` that served the request, counted
 //! there, started after that response, and drained by its shutdown.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use after_runtime::{after, outcome, with_after};
@@ -185,4 +186,43 @@ async fn after_in_a_handler_spawned_by_middleware_is_an_error_not_a_loss() {
     assert_eq!(runtime.stats().registered, 0);
     assert_accounted(&runtime);
     server.stop().await.unwrap();
+}
+
+/// How many tasks of `spawned_without_parameters` ran; only its test reads it.
+static RAN_WITHOUT_PARAMETERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A handler with no parameter of its own takes its scope from the whole request.
+#[with_after]
+async fn spawned_without_parameters() -> &'static str {
+    after! {
+        RAN_WITHOUT_PARAMETERS.fetch_add(1, Ordering::SeqCst);
+    }
+    "ok"
+}
+
+#[tokio::test]
+async fn a_handler_with_no_parameter_of_its_own_spawned_by_middleware_stays_on_the_layer_runtime() {
+    for version in Version::BOTH {
+        let app = Router::new()
+            .route("/", get(spawned_without_parameters))
+            .layer(middleware::from_fn(spawn_inner));
+        let (app, runtime) = with_layer(app);
+        let server = TestServer::start(app).await.unwrap();
+        let before = RAN_WITHOUT_PARAMETERS.load(Ordering::SeqCst);
+
+        let response = within(Client::new(version).get(&server.url("/")))
+            .await
+            .unwrap();
+        assert_eq!(response.text(), "ok");
+        within(runtime.wait_idle()).await;
+        let stats = runtime.stats();
+        assert_eq!(
+            (stats.registered, stats.succeeded),
+            (1, 1),
+            "{version:?}: counted on the layer's runtime, not the global one"
+        );
+        assert_eq!(RAN_WITHOUT_PARAMETERS.load(Ordering::SeqCst), before + 1);
+        assert_accounted(&runtime);
+        server.stop().await.unwrap();
+    }
 }

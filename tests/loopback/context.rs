@@ -107,6 +107,45 @@ async fn tasks_see_the_requests_headers_and_cookies() {
     }
 }
 
+/// What `echo_without_parameters`'s task saw; only its test reads it.
+static SAW_WITHOUT_PARAMETERS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// A handler with no parameter of its own takes its scope, and the headers its block
+/// reads, from the whole request.
+#[with_after]
+async fn echo_without_parameters() -> &'static str {
+    after! {
+        let agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("none");
+        let theme = cookies.get("theme").map(|c| c.value().to_owned());
+        let seen = format!("agent={agent} theme={theme:?}");
+        SAW_WITHOUT_PARAMETERS.lock().unwrap().push(seen);
+    }
+    "ok"
+}
+
+#[tokio::test]
+async fn a_handler_with_no_parameter_of_its_own_sees_them_too() {
+    for version in Version::BOTH {
+        let (app, runtime) = with_layer(Router::new().route("/", get(echo_without_parameters)));
+        let server = TestServer::start(app).await.unwrap();
+        let request = http::Request::get(server.url("/"))
+            .header(USER_AGENT, "loopback-test/1.0")
+            .header(COOKIE, "session-id=abc123; theme=dark")
+            .body(Full::default())
+            .unwrap();
+        within(Client::new(version).fetch(request)).await.unwrap();
+        within(runtime.wait_idle()).await;
+        let seen = std::mem::take(&mut *SAW_WITHOUT_PARAMETERS.lock().unwrap());
+        assert_eq!(
+            seen,
+            [r#"agent=loopback-test/1.0 theme=Some("dark")"#],
+            "{version:?}"
+        );
+        assert_accounted(&runtime);
+        server.stop().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn malformed_cookies_are_skipped_without_panic_or_delay() {
     let (app, runtime, mut rx) = context_app();
