@@ -82,16 +82,21 @@ fn context_app() -> (
     (app, runtime, rx)
 }
 
+/// A `GET` of `url` with a user agent and two cookies.
+fn with_agent_and_cookies(url: &str) -> http::Request<Full<bytes::Bytes>> {
+    http::Request::get(url)
+        .header(USER_AGENT, "loopback-test/1.0")
+        .header(COOKIE, "session-id=abc123; theme=dark")
+        .body(Full::default())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn tasks_see_the_requests_headers_and_cookies() {
     for version in Version::BOTH {
         let (app, runtime, mut rx) = context_app();
         let server = TestServer::start(app).await.unwrap();
-        let request = http::Request::get(server.url("/"))
-            .header(USER_AGENT, "loopback-test/1.0")
-            .header(COOKIE, "session-id=abc123; theme=dark")
-            .body(Full::default())
-            .unwrap();
+        let request = with_agent_and_cookies(&server.url("/"));
         within(Client::new(version).fetch(request)).await.unwrap();
         let seen = next_sorted(&mut rx, 2).await;
         assert_eq!(
@@ -128,11 +133,7 @@ async fn a_handler_with_no_parameter_of_its_own_sees_them_too() {
     for version in Version::BOTH {
         let (app, runtime) = with_layer(Router::new().route("/", get(echo_without_parameters)));
         let server = TestServer::start(app).await.unwrap();
-        let request = http::Request::get(server.url("/"))
-            .header(USER_AGENT, "loopback-test/1.0")
-            .header(COOKIE, "session-id=abc123; theme=dark")
-            .body(Full::default())
-            .unwrap();
+        let request = with_agent_and_cookies(&server.url("/"));
         within(Client::new(version).fetch(request)).await.unwrap();
         within(runtime.wait_idle()).await;
         let seen = std::mem::take(&mut *SAW_WITHOUT_PARAMETERS.lock().unwrap());
