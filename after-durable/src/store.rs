@@ -2,6 +2,13 @@
 //! migrations, and the statements on apalis's `Jobs` table that apalis has no call
 //! for (hold release, backoff reschedule, dead-job requeue, listing).
 
+// Each statement matches on `Db` and hands the PostgreSQL arm to its twin in
+// `pg.rs`; without the `postgres` feature the match has one arm left.
+#![cfg_attr(
+    not(feature = "postgres"),
+    allow(clippy::infallible_destructuring_match)
+)]
+
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
