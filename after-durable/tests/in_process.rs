@@ -499,6 +499,33 @@ async fn after_n_requests_of_m_jobs_the_counts_add_up_and_match_the_database() {
 }
 
 #[tokio::test]
+async fn a_worker_whose_row_was_removed_registers_again() {
+    let db = TempDb::new("worker-row");
+    let durable = open(&db).await;
+    let workers = workers(&durable, &Runs::default(), 1).await;
+    let rows = format!("{}/%", workers.name());
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM Workers WHERE id LIKE ?")
+            .bind(&rows)
+            .fetch_one(durable.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(count().await, 1, "registered when started");
+    sqlx::query("DELETE FROM Workers WHERE id LIKE ?")
+        .bind(&rows)
+        .execute(durable.pool())
+        .await
+        .unwrap();
+    // Its next heartbeat (every second here) finds no row, and registers it again.
+    eventually("the worker registered again", WAIT, || async {
+        (count().await == 1).then_some(())
+    })
+    .await;
+    workers.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
 async fn after_durable_outside_a_request_is_an_error() {
     let err = after_durable(Probe::new("nowhere")).unwrap_err();
     assert_eq!(err.kind(), DurableErrorKind::NoScope);

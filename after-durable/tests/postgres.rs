@@ -238,3 +238,40 @@ async fn two_worker_processes_run_each_job_once_and_take_over_a_killed_ones_job(
     survivor.start_kill().unwrap();
     durable.close(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_worker_whose_row_was_removed_registers_again() {
+    let Some(url) = database_url() else {
+        eprintln!("SKIPPED: set DATABASE_URL=postgres://... (see .ci/postgres)");
+        return;
+    };
+    let durable = open(&url).await;
+    let pool = durable.pg_pool().unwrap().clone();
+    let workers = durable
+        .workers()
+        .name("pg-row")
+        .job::<Count>(pool.clone())
+        .start()
+        .await
+        .unwrap();
+    let rows = format!("{}/%", workers.name());
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM apalis.workers WHERE id LIKE $1")
+            .bind(&rows)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count().await, 1, "registered when started");
+    sqlx::query("DELETE FROM apalis.workers WHERE id LIKE $1")
+        .bind(&rows)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Its next heartbeat (every second here) finds no row, and registers it again.
+    eventually("the worker registered again", WAIT, || async {
+        (count().await == 1).then_some(())
+    })
+    .await;
+    workers.shutdown(Duration::from_secs(5)).await;
+}
