@@ -73,11 +73,9 @@ pub const TASKS_RUNNING: &str = "after_tasks_running";
 pub const TASK_DURATION: &str = "after_task_duration_seconds";
 
 #[cfg(feature = "metrics")]
-use std::cell::Cell;
-#[cfg(feature = "metrics")]
 use std::sync::atomic::{AtomicI64, Ordering};
 #[cfg(feature = "metrics")]
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, TryLockError};
 #[cfg(feature = "metrics")]
 use std::time::Duration;
 
@@ -109,14 +107,15 @@ fn publish_counters(before: &Stats, after: &Stats) {
 }
 
 /// The gauges' changes not yet published, added under the runtime's lock in the
-/// order the state changed, and published under a lock of their own in that order:
-/// published out of order, a task's `-1` could land before its `+1` and a scrape see
-/// `-1`. Increments rather than absolute values, so several runtimes add up.
+/// order the state changed, and published by one thread at a time, under a lock of
+/// their own, in that order: published out of order, a task's `-1` could land
+/// before its `+1` and a scrape see `-1`. Increments rather than absolute values, so
+/// several runtimes add up.
 ///
-/// A thread that returns from [`publish`](Gauges::publish) has seen every change
-/// added before it published, its own included: another thread publishing them
-/// holds the lock until they are out. So once `shutdown` or `wait_idle` has seen the
-/// runtime idle and published, the gauges read what `stats()` does.
+/// A state change never waits to publish: if another thread holds the lock, that
+/// thread publishes the change too (it checks again after letting go). `shutdown`
+/// and `wait_idle` do wait ([`flush`](Gauges::flush)), so once they return a scrape
+/// reads what `stats()` does.
 #[cfg(feature = "metrics")]
 #[derive(Debug, Default)]
 pub(crate) struct Gauges {
@@ -140,31 +139,42 @@ impl Gauges {
         }
     }
 
-    /// Publishes every change added so far, waiting for a thread that is publishing
-    /// to finish first. A recorder that registers a task lands here again on the same
-    /// thread and returns at once: the loop further up its stack publishes the change.
-    pub(crate) fn publish(&self) {
-        thread_local! {
-            static PUBLISHING: Cell<bool> = const { Cell::new(false) };
-        }
-        /// Clears the thread's flag however publishing ends.
-        struct Publishing;
-        impl Drop for Publishing {
-            fn drop(&mut self) {
-                let _ = PUBLISHING.try_with(|publishing| publishing.set(false));
+    /// Publishes what has been added, unless another thread is publishing: it
+    /// publishes this too. A recorder that registers a task lands here again, finds
+    /// the lock taken, and returns; the loop further up its stack publishes the
+    /// change.
+    fn publish(&self) {
+        loop {
+            let publishing = match self.publishing.try_lock() {
+                Ok(publishing) => publishing,
+                // A recorder that panicked left nothing half-done: the swaps only
+                // take what is still to publish.
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            self.drain();
+            drop(publishing);
+            // Added after the last swap but before the lock was released: its
+            // thread found the lock taken and left it to this one.
+            if self.pending.load(Ordering::SeqCst) == 0 && self.running.load(Ordering::SeqCst) == 0
+            {
+                return;
             }
         }
+    }
 
-        if PUBLISHING.try_with(|publishing| publishing.replace(true)) != Ok(false) {
-            return;
-        }
-        let _publishing = Publishing;
-        // A recorder that panicked left nothing half-done here: the swaps below
-        // only take what is still to publish.
-        let _lock = self
+    /// Publishes everything added so far, waiting for a thread that is publishing
+    /// to finish first.
+    pub(crate) fn flush(&self) {
+        let _publishing = self
             .publishing
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        self.drain();
+    }
+
+    /// Publishes what has been added; the caller holds the lock.
+    fn drain(&self) {
         loop {
             let pending = self.pending.swap(0, Ordering::SeqCst);
             let running = self.running.swap(0, Ordering::SeqCst);

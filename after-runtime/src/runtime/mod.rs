@@ -520,7 +520,7 @@ impl AfterRuntime {
     /// `stats()` does.
     fn publish_gauges(&self) {
         #[cfg(feature = "metrics")]
-        self.shared.gauges.publish();
+        self.shared.gauges.flush();
     }
 
     pub(crate) fn task_timeout(&self) -> Option<Duration> {
