@@ -104,13 +104,15 @@ impl fmt::Debug for TaskContext {
     }
 }
 
-/// The hidden first extractor of a `#[with_after]` handler whose blocks do not read
-/// the request's `headers` or `cookies`.
+/// The hidden first extractor of a `#[with_after]` handler with parameters of its
+/// own whose blocks do not read the request's `headers` or `cookies` (without
+/// parameters, [`OnlyScope`]).
 ///
-/// Under `AfterLayer` it joins the layer's scope, found in the task-local, else in
-/// the request's extensions (so also when middleware runs the handler in another
-/// task); without the layer, it makes its own on [`AfterRuntime::global`] and
-/// releases it when the handler's future completes or is dropped.
+/// Under `AfterLayer` it joins the layer's scope, found in the request's extensions
+/// (so also when middleware runs the handler in another task), else the scope
+/// current where it runs; without the layer, it makes its own on
+/// [`AfterRuntime::global`] and releases it when the handler's future completes or
+/// is dropped.
 pub struct Scope {
     context: TaskContext,
     _release: Option<Release>,
@@ -123,11 +125,13 @@ impl Scope {
     }
 
     fn join(method: &Method, uri: &Uri, extensions: &Extensions) -> Self {
-        // Where both are set they are the same scope, the innermost layer's: the
-        // task-local is the cheaper look-up, and the extension the one that
-        // travels with a handler moved to another task.
-        let layer = scope::layer_scope()
-            .or_else(|| extensions.get::<LayerScope>().map(|layer| layer.0.clone()));
+        // The extension first: it is this request's, wherever its handler runs. The
+        // current scope is another request's when middleware drives this handler
+        // from within that request's poll (batching, single-flight).
+        let layer = extensions
+            .get::<LayerScope>()
+            .map(|layer| layer.0.clone())
+            .or_else(scope::layer_scope);
         let (scope, release) = match layer {
             Some(scope) => (scope, None),
             None => {
@@ -164,8 +168,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Scope {
     }
 }
 
-/// The hidden first extractor of a `#[with_after]` handler where some block reads
-/// `headers` or `cookies`: a [`Scope`] that also copies the request's headers.
+/// The hidden first extractor of a `#[with_after]` handler with parameters of its
+/// own where some block reads `headers` or `cookies`: a [`Scope`] that also copies
+/// the request's headers.
 #[derive(Debug)]
 pub struct ScopeWithHeaders(Scope);
 
