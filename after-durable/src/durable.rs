@@ -374,41 +374,9 @@ impl Durable {
             Duration::ZERO
         });
         let result = match &self.inner.db {
-            Db::Sqlite(pool) => {
-                async {
-                    let mut tx = pool.begin().await.map_err(DurableError::database)?;
-                    let mut written = Vec::with_capacity(jobs.len());
-                    let mut duplicates = Vec::new();
-                    for job in jobs {
-                        if store::insert(&mut tx, job, at).await? {
-                            written.push(job.id.to_string());
-                        } else {
-                            duplicates.push(job);
-                        }
-                    }
-                    tx.commit().await.map_err(DurableError::database)?;
-                    Ok::<_, DurableError>((written, duplicates))
-                }
-                .await
-            }
+            Db::Sqlite(pool) => insert_all(pool, jobs, at).await,
             #[cfg(feature = "postgres")]
-            Db::Postgres(pool) => {
-                async {
-                    let mut tx = pool.begin().await.map_err(DurableError::database)?;
-                    let mut written = Vec::with_capacity(jobs.len());
-                    let mut duplicates = Vec::new();
-                    for job in jobs {
-                        if crate::pg::insert(&mut tx, job, at).await? {
-                            written.push(job.id.to_string());
-                        } else {
-                            duplicates.push(job);
-                        }
-                    }
-                    tx.commit().await.map_err(DurableError::database)?;
-                    Ok::<_, DurableError>((written, duplicates))
-                }
-                .await
-            }
+            Db::Postgres(pool) => insert_all(pool, jobs, at).await,
         };
         match result {
             Ok((written, duplicates)) => {
@@ -446,4 +414,55 @@ impl Durable {
             release::release_now(&self.inner.db, &self.inner.counters, &self.inner.wake, ids).await;
         }
     }
+}
+
+/// A job database's insert of one job, for [`insert_all`].
+trait InsertJob: sqlx::Database {
+    fn insert<'c>(
+        conn: &'c mut Self::Connection,
+        job: &'c PendingJob,
+        run_at: i64,
+    ) -> impl Future<Output = Result<bool, DurableError>> + Send + 'c;
+}
+
+impl InsertJob for sqlx::Sqlite {
+    fn insert<'c>(
+        conn: &'c mut sqlx::SqliteConnection,
+        job: &'c PendingJob,
+        run_at: i64,
+    ) -> impl Future<Output = Result<bool, DurableError>> + Send + 'c {
+        store::insert(conn, job, run_at)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl InsertJob for sqlx::Postgres {
+    fn insert<'c>(
+        conn: &'c mut sqlx::PgConnection,
+        job: &'c PendingJob,
+        run_at: i64,
+    ) -> impl Future<Output = Result<bool, DurableError>> + Send + 'c {
+        crate::pg::insert(conn, job, run_at)
+    }
+}
+
+/// Writes `jobs` in one transaction on `pool`, due at `run_at`: the ids of the rows
+/// written, and the jobs that wrote none (their idempotency key was taken).
+async fn insert_all<'a, DB: InsertJob>(
+    pool: &sqlx::Pool<DB>,
+    jobs: &'a [PendingJob],
+    run_at: i64,
+) -> Result<(Vec<String>, Vec<&'a PendingJob>), DurableError> {
+    let mut tx = pool.begin().await.map_err(DurableError::database)?;
+    let mut written = Vec::with_capacity(jobs.len());
+    let mut duplicates = Vec::new();
+    for job in jobs {
+        if DB::insert(&mut tx, job, run_at).await? {
+            written.push(job.id.to_string());
+        } else {
+            duplicates.push(job);
+        }
+    }
+    tx.commit().await.map_err(DurableError::database)?;
+    Ok((written, duplicates))
 }
