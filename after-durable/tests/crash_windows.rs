@@ -173,6 +173,18 @@ async fn job(pool: &SqlitePool) -> Option<(String, i64)> {
         .flatten()
 }
 
+/// Starts the example with `env`, places an order, and waits until its job runs.
+async fn start_with_a_running_job(db: &TempDb, env: &[(&str, &str)]) -> (Example, SqlitePool) {
+    let web = Example::start(db, env).await;
+    assert_eq!(web.order("").await.status(), 201);
+    let pool = pool(db).await;
+    eventually("the job started", WAIT, || async {
+        (count(&pool, "SELECT COUNT(*) FROM job_runs").await == 1).then_some(())
+    })
+    .await;
+    (web, pool)
+}
+
 async fn wait_done(pool: &SqlitePool) -> (String, i64) {
     eventually("the receipt job is done", WAIT, || async {
         job(pool).await.filter(|(status, _)| status == "Done")
@@ -258,13 +270,8 @@ async fn abort_after_the_commit_before_the_response_runs_the_job_once_after_rest
 #[tokio::test]
 async fn sigkill_mid_job_reruns_it_after_restart() {
     let db = TempDb::new("kill-mid-job");
-    let mut first = Example::start(&db, &[("AFTER_DURABLE_JOB_MS", "20000")]).await;
-    assert_eq!(first.order("").await.status(), 201);
-    let pool = pool(&db).await;
-    eventually("the job started", WAIT, || async {
-        (count(&pool, "SELECT COUNT(*) FROM job_runs").await == 1).then_some(())
-    })
-    .await;
+    let (mut first, pool) =
+        start_with_a_running_job(&db, &[("AFTER_DURABLE_JOB_MS", "20000")]).await;
     first.signal("KILL");
     first.exit_code().await;
 
@@ -334,19 +341,13 @@ async fn an_immediate_restart_under_the_same_worker_name_still_processes_jobs() 
 #[tokio::test]
 async fn sigterm_during_a_job_lets_it_finish_and_exits_0() {
     let db = TempDb::new("term-mid-job");
-    let mut web = Example::start(
+    let (mut web, pool) = start_with_a_running_job(
         &db,
         &[
             ("AFTER_DURABLE_JOB_MS", "1500"),
             ("AFTER_DURABLE_GRACE_SECS", "20"),
         ],
     )
-    .await;
-    assert_eq!(web.order("").await.status(), 201);
-    let pool = pool(&db).await;
-    eventually("the job started", WAIT, || async {
-        (count(&pool, "SELECT COUNT(*) FROM job_runs").await == 1).then_some(())
-    })
     .await;
     web.signal("TERM");
     assert_eq!(web.exit_code().await, Some(0));
@@ -364,19 +365,13 @@ async fn sigterm_during_a_job_lets_it_finish_and_exits_0() {
 #[tokio::test]
 async fn a_job_longer_than_the_grace_is_listed_and_rerun_on_the_next_start() {
     let db = TempDb::new("term-past-grace");
-    let mut web = Example::start(
+    let (mut web, pool) = start_with_a_running_job(
         &db,
         &[
             ("AFTER_DURABLE_JOB_MS", "60000"),
             ("AFTER_DURABLE_GRACE_SECS", "1"),
         ],
     )
-    .await;
-    assert_eq!(web.order("").await.status(), 201);
-    let pool = pool(&db).await;
-    eventually("the job started", WAIT, || async {
-        (count(&pool, "SELECT COUNT(*) FROM job_runs").await == 1).then_some(())
-    })
     .await;
     let id: String = sqlx::query_scalar("SELECT id FROM Jobs")
         .fetch_one(&pool)
