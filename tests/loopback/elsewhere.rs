@@ -65,9 +65,15 @@ impl Elsewhere {
 
     /// `app` under this runtime's `AfterLayer`, served on loopback.
     async fn serve(&self, app: Router) -> TestServer {
-        let app = app.layer(AfterLayer::new(self.runtime.clone()));
-        TestServer::start(app).await.unwrap()
+        serve(&self.runtime, app).await
     }
+}
+
+/// `app` under `runtime`'s `AfterLayer`, served on loopback.
+async fn serve(runtime: &AfterRuntime, app: Router) -> TestServer {
+    TestServer::start(app.layer(AfterLayer::new(runtime.clone())))
+        .await
+        .unwrap()
 }
 
 impl Drop for Elsewhere {
@@ -435,9 +441,8 @@ async fn own_threads_run_below_the_request_paths_priority() {
         let (events, mut rx) = Events::new();
         let app = Router::new()
             .route("/", get(reports_its_scheduling))
-            .with_state(events)
-            .layer(AfterLayer::new(runtime.clone()));
-        let server = TestServer::start(app).await.unwrap();
+            .with_state(events);
+        let server = serve(&runtime, app).await;
         within(Client::new(Version::Http1).get(&server.url("/")))
             .await
             .unwrap();
@@ -469,11 +474,8 @@ async fn shutdown_joins_the_own_threads() {
         .build();
     until_threads_named("aft-join", 2);
     let (events, mut rx) = Events::new();
-    let app = Router::new()
-        .route("/", get(nests))
-        .with_state(events)
-        .layer(AfterLayer::new(runtime.clone()));
-    let server = TestServer::start(app).await.unwrap();
+    let app = Router::new().route("/", get(nests)).with_state(events);
+    let server = serve(&runtime, app).await;
     within(Client::new(Version::Http2).get(&server.url("/")))
         .await
         .unwrap();
@@ -520,11 +522,8 @@ async fn dropping_the_runtime_in_a_task_stops_its_threads() {
         gate: gate.clone(),
         events,
     };
-    let app = Router::new()
-        .route("/", get(held))
-        .with_state(state)
-        .layer(AfterLayer::new(runtime.clone()));
-    let server = TestServer::start(app).await.unwrap();
+    let app = Router::new().route("/", get(held)).with_state(state);
+    let server = serve(&runtime, app).await;
     within(Client::new(Version::Http1).get(&server.url("/")))
         .await
         .unwrap();
@@ -558,11 +557,8 @@ async fn tasks_for_a_runtime_the_application_stopped_are_counted_as_cancelled() 
         .build();
     background.shutdown_background();
     let (events, mut rx) = Events::new();
-    let app = Router::new()
-        .route("/", get(nests))
-        .with_state(events)
-        .layer(AfterLayer::new(runtime.clone()));
-    let server = TestServer::start(app).await.unwrap();
+    let app = Router::new().route("/", get(nests)).with_state(events);
+    let server = serve(&runtime, app).await;
 
     let response = within(Client::new(Version::Http1).get(&server.url("/")))
         .await
