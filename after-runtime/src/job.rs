@@ -206,6 +206,7 @@ mod tests {
             http::Method::GET,
             crate::request::Path::new("/"),
             tracing::Span::none(),
+            true,
         );
         job.drop_unrun(&request); // returns: the panic did not escape
     }

@@ -21,19 +21,23 @@ pub(crate) struct RequestInfo {
     /// from it.
     pub(crate) span: tracing::Span,
     /// The tokio runtime serving the request, where its tasks are spawned: the
-    /// response may finish where no runtime is current.
+    /// response may finish where no runtime is current. Not looked up for an
+    /// `AfterRuntime` that spawns on threads or a handle of its own.
     pub(crate) handle: Option<tokio::runtime::Handle>,
 }
 
 impl RequestInfo {
-    /// A request being served here, on the current tokio runtime if there is one.
+    /// A request being served here; with `spawn_here`, on the current tokio runtime
+    /// if there is one.
     #[inline]
-    pub(crate) fn new(method: Method, path: Path, span: tracing::Span) -> Self {
+    pub(crate) fn new(method: Method, path: Path, span: tracing::Span, spawn_here: bool) -> Self {
         RequestInfo {
             method,
             path,
             span,
-            handle: tokio::runtime::Handle::try_current().ok(),
+            handle: spawn_here
+                .then(|| tokio::runtime::Handle::try_current().ok())
+                .flatten(),
         }
     }
 }

@@ -72,9 +72,10 @@ impl RequestScope {
         path: Path,
         span: tracing::Span,
     ) -> Self {
+        let spawn_here = !runtime.spawns_elsewhere();
         RequestScope {
             runtime,
-            request: RequestInfo::new(method, path, span),
+            request: RequestInfo::new(method, path, span, spawn_here),
             captured: Captured::default(),
             state: Mutex::new(State::Open {
                 jobs: Jobs::default(),

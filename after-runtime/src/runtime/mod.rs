@@ -420,6 +420,12 @@ impl AfterRuntime {
         }
     }
 
+    /// Whether tasks are spawned on the runtime the builder named (threads of its
+    /// own, or a handle), so a request's own tokio runtime is not needed.
+    pub(crate) fn spawns_elsewhere(&self) -> bool {
+        self.shared.spawner.is_some()
+    }
+
     /// Spawns on the runtime the builder named, else on the tokio runtime that
     /// served the task's request: wherever the response finished (a body may be
     /// dropped on a thread outside any runtime) and wherever a sibling ended, for a
